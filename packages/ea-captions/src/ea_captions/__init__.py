@@ -1,0 +1,3 @@
+"""ea_captions."""
+
+__version__ = "0.1.0"
