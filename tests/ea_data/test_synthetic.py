@@ -1,0 +1,120 @@
+"""The synthetic generator's reported truth matches what is measured back from the written mp4."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ea_data.synthetic import SceneSpec, ShapeSpec, VideoTruth, make_dataset, make_video
+from ea_vae.video_io import read_video, video_info
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    rng = np.random.default_rng(3)
+    specs = [
+        SceneSpec.random(rng, 30, motion="static"),
+        SceneSpec.random(rng, 34, motion="fast", text_area=0.04),
+        SceneSpec.random(rng, 27, motion="slow"),
+    ]
+    # A fixed direction for one scene, so direction is checked against a known value too.
+    specs[1].camera_velocity = (3.0, -2.0)
+    path = tmp_path_factory.mktemp("syn") / "v.mp4"
+    truth = make_video(path, specs, width=160, height=128, fps=10)
+    frames, fps = read_video(path)
+    return truth, frames, fps
+
+
+def test_file_properties(video):
+    truth, frames, fps = video
+    info = video_info(truth.path)
+    assert frames.shape == (truth.num_frames, 128, 160, 3) == (91, 128, 160, 3)
+    assert fps == info.fps == 10
+    assert truth.cuts == [30, 64]
+    saved = VideoTruth.from_json(json.loads(open(truth.path + ".json").read()))
+    assert saved.cuts == truth.cuts and saved.scenes[1].text_area == truth.scenes[1].text_area
+
+
+def test_cuts_measured_from_frame_differences(video):
+    truth, frames, _ = video
+    diff = np.abs(np.diff(frames.astype(np.float32), axis=0)).mean(axis=(1, 2, 3))  # diff[i]: i -> i+1
+    # The two largest jumps are exactly the cuts, far above any within-scene change.
+    top = sorted(np.argsort(diff)[-2:] + 1)
+    assert top == truth.cuts
+    within = np.delete(diff, [c - 1 for c in truth.cuts])
+    assert diff[[c - 1 for c in truth.cuts]].min() > 3 * within.max()
+
+
+def _measured_velocity(frames, search=6):
+    """Median integer shift between consecutive frames (exhaustive block matching), pixels per frame."""
+    shifts = []
+    m = search
+    for a, b in zip(frames[:-1].astype(np.float32), frames[1:].astype(np.float32)):
+        errors = {}
+        for dy in range(-m, m + 1):
+            for dx in range(-m, m + 1):
+                # b[y, x] == a[y - dy, x - dx] when the content moved by (dx, dy).
+                shifted = a[m - dy:a.shape[0] - m - dy, m - dx:a.shape[1] - m - dx]
+                errors[(dx, dy)] = np.abs(b[m:-m, m:-m] - shifted).mean()
+        shifts.append(min(errors, key=errors.get))
+    return np.median(np.array(shifts, np.float32), axis=0)
+
+
+def test_motion_direction_and_speed(video):
+    truth, frames, _ = video
+    for scene in truth.scenes:
+        clip = frames[scene.start_frame:scene.end_frame]
+        measured = _measured_velocity(clip[:, :64])  # above the (static) text plate
+        # Integer-pixel rolls: each step moves by round(v*i) - round(v*(i-1)), median within 1 px of v.
+        np.testing.assert_allclose(measured, scene.camera_velocity, atol=1.0)
+        mean_shift = np.abs(np.diff(clip.astype(np.float32), axis=0)).mean()
+        if scene.static:
+            assert mean_shift < 1.0, "a static scene should not change between frames"
+        else:
+            assert mean_shift > 2.0
+    np.testing.assert_allclose(_measured_velocity(frames[30:64, :64]), (3.0, -2.0), atol=0.5)
+
+
+def test_text_area_measured_from_plate(video):
+    truth, frames, _ = video
+    for scene in truth.scenes:
+        clip = frames[scene.start_frame:scene.end_frame].astype(np.int16)
+        # The plate is pure black; textures and shapes stay inside [40, 215]. Its measured box is the
+        # rows and columns where black pixels dominate (white text strokes sit inside it).
+        black = (clip.max(-1) < 25).mean(0)
+        r, c = black.sum(1), black.sum(0)
+        rows, cols = np.nonzero(r > 0.3 * r.max())[0], np.nonzero(c > 0.3 * c.max())[0]
+        measured = 0.0 if r.max() < 1 else (
+            (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1) / black.size)
+        assert abs(measured - scene.text_area) < 0.003, (measured, scene.text_area)
+    assert abs(truth.scenes[1].text_area - 0.04) < 0.004
+    assert truth.scenes[0].text_area == 0 and truth.scenes[1].text
+
+
+def test_rotation_changes_shape_orientation(tmp_path):
+    spec = SceneSpec(num_frames=5, background="checker", palette=("blue", "white"),
+                     shapes=[ShapeSpec("square", "red", 0.3, (0.5, 0.5), (0.0, 0.0), 22.5)])
+    truth = make_video(tmp_path / "r.mp4", [spec], width=96, height=96)
+    frames, _ = read_video(truth.path)
+    red = (frames[..., 0] > 150) & (frames[..., 1] < 100) & (frames[..., 2] < 100)
+    # Vertices start on the axes (a diamond); after 45 degrees the square is axis-aligned: x extent / sqrt(2).
+    def extent(m):
+        ys, xs = np.nonzero(m)
+        return xs.max() - xs.min()
+    assert extent(red[2]) / extent(red[0]) == pytest.approx(1 / np.sqrt(2), rel=0.1)
+    assert extent(red[4]) == pytest.approx(extent(red[0]), abs=2)
+
+
+def test_dataset_metadata(tmp_path):
+    records = make_dataset(tmp_path, num_videos=2, num_images=2, seed=1)
+    lines = [json.loads(x) for x in (tmp_path / "metadata.jsonl").read_text().splitlines()]
+    assert lines == json.loads(json.dumps(records))
+    assert [r["type"] for r in lines] == ["video", "video", "image", "image"]
+    for r in lines:
+        assert (tmp_path / r["file"]).stat().st_size > 0 and r["caption"]
+    for r in lines[:2]:
+        assert len(r["scenes"]) == 3 and r["cuts"] == [s["start_frame"] for s in r["scenes"][1:]]
+        durations = [s["end_time"] - s["start_time"] for s in r["scenes"]]
+        assert all(3.4 <= d <= 6.1 for d in durations)
+    again = make_dataset(tmp_path / "again", num_videos=2, num_images=2, seed=1)
+    assert [r["caption"] for r in again] == [r["caption"] for r in records]
