@@ -1,0 +1,104 @@
+"""The video DiT block: PixArt-alpha's block with EasyAnimate's motion module between the attentions.
+
+    x = x + gate_msa * SelfAttn(modulate(LN(x), shift_msa, scale_msa))     per frame (spatial)
+    x = MotionModule(x)                                                    across frames (temporal)
+    x = x + CrossAttn(x, text, text_mask)                                  no norm, as in PixArt
+    x = x + gate_mlp * MLP(modulate(LN(x), shift_mlp, scale_mlp))
+
+The six shift/scale/gate vectors are adaLN-single's shared modulation plus the block's own learned
+`scale_shift_table` (6, D).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from ea_dit.attention import attention
+from ea_dit.motion_module import MotionModule
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with a fused qkv projection, on `(N, L, D)` tokens."""
+
+    def __init__(self, dim: int, num_heads: int, bias: bool = True, backend: str = "sdpa"):
+        super().__init__()
+        self.num_heads, self.backend = num_heads, backend
+        self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = rearrange(self.qkv(x), "n l (three h d) -> three n l h d", three=3, h=self.num_heads).unbind(0)
+        out = attention(q, k, v, backend=self.backend)
+        return self.proj(rearrange(out, "n l h d -> n l (h d)"))
+
+
+class CrossAttention(nn.Module):
+    """Image tokens `(B, L, D)` attend to caption tokens `(B, T, D)`; `text_mask (B, T)` bool, True = attend."""
+
+    def __init__(self, dim: int, num_heads: int, bias: bool = True, backend: str = "sdpa"):
+        super().__init__()
+        self.num_heads, self.backend = num_heads, backend
+        self.q = nn.Linear(dim, dim, bias=bias)
+        self.kv = nn.Linear(dim, 2 * dim, bias=bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None) -> torch.Tensor:
+        q = rearrange(self.q(x), "b l (h d) -> b l h d", h=self.num_heads)
+        k, v = rearrange(self.kv(text), "b t (two h d) -> two b t h d", two=2, h=self.num_heads).unbind(0)
+        out = attention(q, k, v, key_mask=text_mask, backend=self.backend)
+        return self.proj(rearrange(out, "b l h d -> b l (h d)"))
+
+
+class MLP(nn.Module):
+    """Linear -> GELU(tanh) -> Linear."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale) + shift
+
+
+class VideoDiTBlock(nn.Module):
+    """One PixArt block on the tokens of B videos of F frames, `x: (B, F*N, D)` frame-major."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, attention_bias: bool = True,
+                 norm_eps: float = 1e-6, norm_elementwise_affine: bool = False, backend: str = "sdpa",
+                 motion_module: MotionModule | None = None):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps, elementwise_affine=norm_elementwise_affine)
+        self.attn = SelfAttention(dim, num_heads, bias=attention_bias, backend=backend)
+        self.motion_module = motion_module
+        self.cross_attn = CrossAttention(dim, num_heads, bias=attention_bias, backend=backend)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps, elementwise_affine=norm_elementwise_affine)
+        self.mlp = MLP(dim, int(dim * mlp_ratio))
+        self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim**0.5)
+
+    def set_attention_backend(self, backend: str) -> None:
+        self.attn.backend = self.cross_attn.backend = backend
+        if self.motion_module is not None:
+            self.motion_module.set_attention_backend(backend)
+
+    def forward(self, x: torch.Tensor, modulation: torch.Tensor, text: torch.Tensor,
+                text_mask: torch.Tensor | None, num_frames: int, height: int, width: int) -> torch.Tensor:
+        """x (B, F*N, D), modulation (B, 6, D), text (B, T, D), text_mask (B, T) bool -> (B, F*N, D)."""
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
+            self.scale_shift_table[None] + modulation).chunk(6, dim=1)  # each (B, 1, D)
+        h = modulate(self.norm1(x), shift_msa, scale_msa)
+        h = self.attn(rearrange(h, "b (f n) d -> (b f) n d", f=num_frames))  # spatial: each frame alone
+        x = x + gate_msa * rearrange(h, "(b f) n d -> b (f n) d", f=num_frames)
+        if self.motion_module is not None:
+            x = self.motion_module(rearrange(x, "b (f n) d -> (b f) n d", f=num_frames), num_frames, height, width)
+            x = rearrange(x, "(b f) n d -> b (f n) d", f=num_frames)
+        x = x + self.cross_attn(x, text, text_mask)  # per token, so all frames at once
+        h = modulate(self.norm2(x), shift_mlp, scale_mlp)
+        return x + gate_mlp * self.mlp(h)

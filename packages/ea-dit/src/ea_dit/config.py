@@ -1,0 +1,120 @@
+"""`VideoDiTConfig`: the video DiT's hyper-parameters, defaults = PixArt-alpha XL/2 + EasyAnimate V1/V2.
+
+PixArt-alpha XL/2: hidden 1152, depth 28, 16 heads, patch 2, adaLN-single, T5-XXL captions (4096
+channels), learned sigma (output channels = 2 x input). EasyAnimate adds a motion module in every block
+(8 heads, Grid Reshape with 2x2 cells, sinusoidal temporal positions up to 4096) and U-ViT long skips.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+ATTENTION_BACKENDS = ("sdpa", "xformers", "triton")
+
+
+@dataclass
+class VideoDiTConfig:
+    # --- latent input / output
+    in_channels: int = 4  # VAE latent channels (4 for V1-V4 VAEs, 16 for V5)
+    out_channels: int | None = None  # None: 2 * in_channels when learn_sigma, else in_channels
+    learn_sigma: bool = True  # IDDPM: predict noise and the variance interpolation
+    sample_size: int = 64  # latent height/width the model was trained at (64 = 512 px, 128 = 1024 px)
+    patch_size: int = 2
+    # --- transformer
+    hidden_size: int = 1152
+    depth: int = 28
+    num_heads: int = 16
+    mlp_ratio: float = 4.0
+    attention_bias: bool = True
+    norm_eps: float = 1e-6
+    norm_elementwise_affine: bool = False  # PixArt's block LayerNorms have no affine parameters
+    caption_channels: int = 4096  # T5-XXL
+    # PixArt's position-embedding scaling: positions are measured on a base grid of
+    # sample_size / patch_size tokens and divided by this; None = max(sample_size // 64, 1).
+    interpolation_scale: float | None = None
+    # PixArt 1024 models embed the image resolution and aspect ratio too; None = (sample_size == 128).
+    use_additional_conditions: bool | None = None
+    pixels_per_latent: int = 8  # VAE downsampling, for the default resolution condition
+    attention_backend: str = "sdpa"  # "sdpa" | "xformers" | "triton"
+    # --- motion module
+    motion_module: bool = True
+    motion_module_positions: tuple[int, ...] | None = None  # block indices; None = every block
+    motion_num_heads: int = 8
+    motion_grid: int = 2  # Grid Reshape cell size (1 = plain per-token temporal attention)
+    motion_max_len: int = 4096  # length of the sinusoidal temporal position table
+    motion_norm_groups: int = 32
+    # --- U-ViT long skips and training switches
+    long_skip: bool = True
+    gradient_checkpointing: bool = False
+    _extra: dict = field(default_factory=dict, repr=False)  # unknown keys read from a config.json
+
+    def __post_init__(self) -> None:
+        if self.out_channels is None:
+            self.out_channels = 2 * self.in_channels if self.learn_sigma else self.in_channels
+        if self.interpolation_scale is None:
+            self.interpolation_scale = float(max(self.sample_size // 64, 1))
+        if self.use_additional_conditions is None:
+            self.use_additional_conditions = self.sample_size == 128
+        if self.motion_module_positions is not None:
+            self.motion_module_positions = tuple(int(i) for i in self.motion_module_positions)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first inconsistent setting."""
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.attention_backend not in ATTENTION_BACKENDS:
+            raise ValueError(f"attention_backend {self.attention_backend!r} is unknown; choose one of "
+                             f"{', '.join(ATTENTION_BACKENDS)}")
+        if self.depth < 1 or self.patch_size < 1 or self.in_channels < 1:
+            raise ValueError("depth, patch_size and in_channels must be positive")
+        if self.use_additional_conditions and self.hidden_size % 3:
+            raise ValueError(f"use_additional_conditions needs hidden_size divisible by 3 (resolution and "
+                             f"aspect-ratio embeddings of hidden_size/3 each); got {self.hidden_size}")
+        if self.motion_module:
+            if self.hidden_size % self.motion_num_heads:
+                raise ValueError(f"hidden_size {self.hidden_size} is not divisible by motion_num_heads "
+                                 f"{self.motion_num_heads}")
+            if self.hidden_size % self.motion_norm_groups:
+                raise ValueError(f"hidden_size {self.hidden_size} is not divisible by motion_norm_groups "
+                                 f"{self.motion_norm_groups} (the motion module's GroupNorm)")
+            bad = [i for i in self.motion_module_positions or () if not 0 <= i < self.depth]
+            if bad:
+                raise ValueError(f"motion_module_positions {bad} are outside the {self.depth} blocks")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def num_long_skips(self) -> int:
+        """U-ViT skips: depth 28 -> 13 (blocks 0..12 feed blocks 15..27); 0 when disabled."""
+        return max(self.depth // 2 - 1, 0) if self.long_skip else 0
+
+    def has_motion_module(self, block_index: int) -> bool:
+        if not self.motion_module:
+            return False
+        return self.motion_module_positions is None or block_index in self.motion_module_positions
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "_extra"}
+        if d["motion_module_positions"] is not None:
+            d["motion_module_positions"] = list(d["motion_module_positions"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> VideoDiTConfig:
+        """Build from a dict (e.g. config.json); keys that are not fields are kept in `_extra`."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"_extra"}
+        known = {k: v for k, v in d.items() if k in names}
+        extra = {k: v for k, v in d.items() if k not in names and not k.startswith("_")}
+        return cls(**known, _extra=extra)
+
+    @classmethod
+    def tiny(cls, **overrides) -> VideoDiTConfig:
+        """A model small enough for CPU tests: hidden 64, depth 4, 4 heads, 32 caption channels."""
+        base = dict(in_channels=4, sample_size=8, hidden_size=64, depth=4, num_heads=4, caption_channels=32,
+                    motion_num_heads=4, motion_norm_groups=8, motion_max_len=64)
+        base.update(overrides)
+        return cls(**base)
