@@ -1,0 +1,124 @@
+"""IDDPM diffusion against closed forms: schedule, posterior, KL, likelihood, oracle sampling, CFG."""
+
+import math
+
+import pytest
+import torch
+
+from ea_dit.diffusion import (
+    DiffusionConfig,
+    GaussianDiffusion,
+    classifier_free_guidance,
+    discretized_gaussian_log_likelihood,
+    normal_kl,
+)
+
+
+@pytest.fixture(scope="module")
+def diffusion():
+    return GaussianDiffusion()
+
+
+def test_schedule_matches_linear_betas(diffusion):
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    torch.testing.assert_close(diffusion.betas, betas, rtol=0, atol=1e-12)
+    torch.testing.assert_close(diffusion.alphas_cumprod[-1], torch.prod(1 - betas))
+
+
+def test_q_sample_moments(diffusion):
+    x0 = torch.full((20000, 1), 0.7, dtype=torch.float64)
+    t = torch.full((20000,), 300)
+    xt = diffusion.q_sample(x0, t, torch.randn_like(x0, generator=None))
+    abar = float(torch.prod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)[:301]))
+    assert xt.mean().item() == pytest.approx(math.sqrt(abar) * 0.7, abs=0.02)
+    assert xt.var().item() == pytest.approx(1 - abar, abs=0.02)
+
+
+def test_posterior_is_bayes_rule(diffusion):
+    # q(x_{t-1} | x_t, x0) ∝ N(x_{t-1}; sqrt(abar_{t-1}) x0, 1 - abar_{t-1}) * N(x_t; sqrt(alpha_t) x_{t-1}, beta_t)
+    t = 37
+    b = float(diffusion.betas[t])
+    a_prev = float(diffusion.alphas_cumprod[t - 1])
+    x0, xt = torch.tensor([[0.3]]), torch.tensor([[-1.2]])
+    prec = 1 / (1 - a_prev) + (1 - b) / b
+    mean = (math.sqrt(a_prev) * 0.3 / (1 - a_prev) + math.sqrt(1 - b) * -1.2 / b) / prec
+    m, log_var = diffusion.q_posterior(x0, xt, torch.tensor([t]))
+    assert m.item() == pytest.approx(mean, rel=1e-5)
+    assert log_var.item() == pytest.approx(math.log(1 / prec), rel=1e-5)
+
+
+def test_normal_kl_matches_torch_distributions():
+    m1, m2 = torch.randn(5), torch.randn(5)
+    lv1, lv2 = torch.randn(5), torch.randn(5)
+    ref = torch.distributions.kl_divergence(torch.distributions.Normal(m1, (0.5 * lv1).exp()),
+                                            torch.distributions.Normal(m2, (0.5 * lv2).exp()))
+    torch.testing.assert_close(normal_kl(m1, lv1, m2, lv2), ref)
+
+
+def test_discretized_likelihood_sums_to_one():
+    bins = torch.linspace(-1, 1, 256, dtype=torch.float64)
+    for mean, log_scale in [(0.1, -2.0), (-0.6, -4.0), (0.9, 0.0)]:
+        ll = discretized_gaussian_log_likelihood(bins, torch.tensor(mean, dtype=torch.float64),
+                                                 torch.tensor(log_scale, dtype=torch.float64))
+        assert ll.exp().sum().item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_training_loss_zero_for_oracle(diffusion):
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(4, 2, 3, 4, 4, generator=g)
+    noise = torch.randn(x0.shape, generator=g)
+    t = torch.tensor([5, 100, 500, 999])
+    xt = diffusion.q_sample(x0, t, noise)
+    # v = -1 selects the (clipped) posterior variance: with the true noise the KL term vanishes.
+    out = torch.cat([noise, -torch.ones_like(noise)], dim=1)
+    losses = diffusion.training_losses(out, x0, t, noise, xt)
+    assert losses["mse"].abs().max() < 1e-10
+    assert losses["vb"].abs().max() < 1e-4
+    bad = diffusion.training_losses(torch.cat([noise, torch.ones_like(noise)], 1), x0, t, noise, xt)
+    # beta_t and the posterior variance differ most at small t; they converge as t grows.
+    assert bad["vb"][0] > 1e-2 and (bad["vb"] >= losses["vb"]).all()
+
+
+def test_vb_does_not_train_the_mean(diffusion):
+    x0, noise = torch.randn(2, 2, 1, 2, 2), torch.randn(2, 2, 1, 2, 2)
+    t = torch.tensor([10, 400])
+    out = torch.randn(2, 4, 1, 2, 2, requires_grad=True)
+    diffusion.training_losses(out, x0, t, noise, diffusion.q_sample(x0, t, noise))["vb"].sum().backward()
+    assert out.grad[:, :2].abs().max() == 0 and out.grad[:, 2:].abs().max() > 0
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_oracle_denoiser_recovers_the_data_point(diffusion, sampler):
+    target = torch.tensor([0.5, -0.25, 0.8]).view(1, 3, 1, 1, 1)
+
+    def oracle(x, t):  # the exact noise for a data distribution that is a point mass at `target`
+        a = diffusion.alphas_cumprod[t].to(x.dtype).view(-1, 1, 1, 1, 1)
+        eps = (x - a.sqrt() * target) / (1 - a).sqrt()
+        return torch.cat([eps, -torch.ones_like(eps)], 1)
+
+    g = torch.Generator().manual_seed(1)
+    if sampler == "ddim":
+        out = diffusion.sample_ddim(oracle, (2, 3, 1, 1, 1), steps=10, generator=g, dtype=torch.float64)
+    else:
+        out = diffusion.sample_ddpm(oracle, (2, 3, 1, 1, 1), steps=25, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(out, target.expand(2, -1, -1, -1, -1).double(), atol=1e-6, rtol=0)
+
+
+def test_classifier_free_guidance():
+    def model(x, t, emb):
+        return torch.cat([x * emb, torch.zeros_like(x)], 1)
+
+    x, t = torch.randn(2, 3, 1, 2, 2), torch.tensor([1, 2])
+    cond = {"emb": torch.full((2, 1, 1, 1, 1), 3.0)}
+    uncond = {"emb": torch.full((2, 1, 1, 1, 1), 1.0)}
+    for scale, factor in [(0.0, 1.0), (1.0, 3.0), (4.5, 1 + 4.5 * 2)]:
+        out = classifier_free_guidance(model, scale, cond, uncond)(x, t)
+        torch.testing.assert_close(out[:, :3], x * factor)
+
+
+def test_learned_sigma_checks_channels(diffusion):
+    with pytest.raises(ValueError, match="output 4 channels"):
+        diffusion.p_mean_variance(torch.zeros(1, 2, 1, 1, 1), torch.zeros(1, 2, 1, 1, 1), torch.tensor([3]))
+    assert GaussianDiffusion(DiffusionConfig(learn_sigma=False)).training_losses(
+        torch.zeros(1, 2, 1), torch.zeros(1, 2, 1), torch.tensor([3]), torch.zeros(1, 2, 1),
+        torch.zeros(1, 2, 1))["loss"].item() == 0
