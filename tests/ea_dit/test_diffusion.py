@@ -76,7 +76,7 @@ def test_training_loss_zero_for_oracle(diffusion):
     assert losses["vb"].abs().max() < 1e-4
     bad = diffusion.training_losses(torch.cat([noise, torch.ones_like(noise)], 1), x0, t, noise, xt)
     # beta_t and the posterior variance differ most at small t; they converge as t grows.
-    assert bad["vb"][0] > 1e-2 and (bad["vb"] >= losses["vb"]).all()
+    assert bad["vb"][0] > 1e-2 and (bad["vb"][:3] > losses["vb"][:3]).all()
 
 
 def test_vb_does_not_train_the_mean(diffusion):
