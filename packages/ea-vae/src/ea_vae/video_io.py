@@ -134,9 +134,10 @@ def read_video(path: str | os.PathLike, start_time: float = 0.0, end_time: float
 
 
 def write_video(path: str | os.PathLike, frames, fps: float, crf: int = 18) -> Path:
-    """Write `(F, H, W, 3)` uint8 RGB frames to an H.264 mp4, atomically (temp file + rename).
+    """Write `(F, H, W, 3)` uint8 RGB frames atomically (temp file + rename).
 
-    Width and height must be even (yuv420p). `crf` trades size for quality (0 = lossless-ish).
+    A `.gif` path writes an animated GIF (for quick looks in a browser or notebook); any other suffix an
+    H.264 stream (mp4), whose width and height must be even (yuv420p). `crf` trades size for quality.
     """
     import numpy as np
 
@@ -145,16 +146,21 @@ def write_video(path: str | os.PathLike, frames, fps: float, crf: int = 18) -> P
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"write_video expects (F, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
     f, h, w, _ = frames.shape
-    if h % 2 or w % 2:
+    gif = str(path).lower().endswith(".gif")
+    if (h % 2 or w % 2) and not gif:
         raise ValueError(f"write_video needs even width and height for yuv420p, got {w}x{h}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     rate = Fraction(fps).limit_denominator(1001)
     with av.open(str(tmp), mode="w") as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "medium"}
+        if gif:
+            stream = container.add_stream("gif", rate=rate)
+            stream.width, stream.height, stream.pix_fmt = w, h, "rgb8"
+        else:
+            stream = container.add_stream("libx264", rate=rate)
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            stream.options = {"crf": str(crf), "preset": "medium"}
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
