@@ -1,0 +1,358 @@
+"""Building blocks of the Slice VAE: causal 3D convolution, ResNet blocks, down/up blocks, mid block.
+
+Layout inside the network: a video is kept *frames first*, `(B, T, C, H, W)`, with every frame stored
+channels-last. Per-frame operations (GroupNorm, attention, spatial resampling) then work on a
+`(B*T, C, H, W)` view without copies, and a causal 3D convolution is the sum of one 2D convolution per
+temporal tap over time-shifted views of the same tensor (no padded copy of the input).
+
+Streaming: every layer that looks at earlier frames takes a `StreamCache`. A causal convolution stores
+its last input frames there, a temporal upsampler remembers that it has emitted frame 0, so feeding a
+video slice by slice through the same cache gives exactly the output of one pass over the whole video.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+# ----------------------------------------------------------------------------- layout helpers
+
+
+def empty_frames(b: int, t: int, c: int, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+    """An uninitialised `(B, T, C, H, W)` tensor whose frames are channels-last."""
+    return torch.empty(b, t, h, w, c, dtype=like.dtype, device=like.device).permute(0, 1, 4, 2, 3)
+
+
+def to_frames(x: torch.Tensor) -> torch.Tensor:
+    """`(B, C, T, H, W)` -> frames-first `(B, T, C, H, W)`, channels-last per frame (one copy)."""
+    b, c, t, h, w = x.shape
+    out = empty_frames(b, t, c, h, w, x)
+    out.copy_(x.permute(0, 2, 1, 3, 4))
+    return out
+
+
+def _flat(h: torch.Tensor) -> torch.Tensor:
+    """`(B, T, C, H, W)` -> `(B*T, C, H, W)`; a view unless B > 1 and `h` is a time slice."""
+    return h.flatten(0, 1)
+
+
+def _inplace_ok(x: torch.Tensor) -> bool:
+    return not (torch.is_grad_enabled() and x.requires_grad)
+
+
+_ACTIVATIONS = {"silu": F.silu, "swish": F.silu, "relu": F.relu, "gelu": None, "mish": F.mish}
+
+
+def activation(x: torch.Tensor, name: str) -> torch.Tensor:
+    """The configured nonlinearity, in place when autograd allows it."""
+    if name == "gelu":
+        return F.gelu(x)
+    return _ACTIVATIONS[name](x, inplace=_inplace_ok(x))
+
+
+def norm_act(h: torch.Tensor, norm: nn.GroupNorm, act: str | None) -> torch.Tensor:
+    """Per-frame GroupNorm (statistics over C/groups x H x W of each frame), then `act`.
+
+    h: `(B, T, C, H, W)` -> same shape. Per-frame statistics make the result independent of slicing.
+    """
+    y = F.group_norm(_flat(h), norm.num_groups, norm.weight, norm.bias, norm.eps)
+    if act is not None:
+        y = activation(y, act)
+    return y.unflatten(0, h.shape[:2])
+
+
+def pointwise_conv(conv: nn.Conv3d, h: torch.Tensor) -> torch.Tensor:
+    """A 1x1x1 `nn.Conv3d` applied to frames-first `h` `(B, T, C, H, W)`."""
+    y = F.conv2d(_flat(h), conv.weight.flatten(2).unsqueeze(-1), conv.bias)
+    return y.unflatten(0, h.shape[:2])
+
+
+class StreamCache:
+    """What one temporal slice hands to the next: the last input frames of every causal convolution and
+    whether each temporal upsampler has already emitted frame 0 of the video.
+
+    A fresh cache means "this slice starts the video" (causal convolutions replicate the first frame into
+    the past; upsamplers keep frame 0 alone). `continuing=True` starts a slice from the middle of a video
+    without carried frames (the feature-sharing scheme): convolutions still replicate-pad, but upsamplers
+    treat every frame as a later frame.
+    """
+
+    def __init__(self, continuing: bool = False):
+        self.past: dict[nn.Module, torch.Tensor] = {}
+        self.started: set[nn.Module] = set()
+        self.continuing = continuing
+
+    def clear(self) -> None:
+        self.past.clear()
+        self.started.clear()
+
+
+# ----------------------------------------------------------------------------- causal convolution
+
+
+class CausalConv3d(nn.Conv3d):
+    """A 3D convolution that only looks at the current and earlier frames.
+
+    Time is padded on the past side only: with `kt - 1` copies of the first frame (replicate) at the
+    start of a video, or with the frames the previous slice left in the `StreamCache`. Space is padded
+    symmetrically with zeros (`spatial_padding`, default `k // 2`). A temporal stride of 2 keeps the output
+    frames on the grid 0, 2, 4, ... of the whole video however it is sliced.
+
+    The weight keeps diffusers' shape `(C_out, C_in, kt, kh, kw)` but is stored tap-major, so each
+    temporal tap `weight[:, :, k]` is a contiguous 2D kernel.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int, int] = 3,
+        stride: int | tuple[int, int, int] = 1,
+        spatial_padding: int | None = None,
+    ):
+        ks = (kernel_size,) * 3 if isinstance(kernel_size, int) else tuple(kernel_size)
+        st = (stride,) * 3 if isinstance(stride, int) else tuple(stride)
+        pad = ks[1] // 2 if spatial_padding is None else spatial_padding
+        super().__init__(in_channels, out_channels, ks, st, padding=(0, pad, pad))
+        kt = ks[0]
+        tap_major = torch.empty(kt, out_channels, in_channels, ks[1], ks[2]).permute(1, 2, 0, 3, 4)
+        with torch.no_grad():
+            tap_major.copy_(self.weight)
+        self.weight = nn.Parameter(tap_major)
+
+    @property
+    def time_padding(self) -> int:
+        return self.kernel_size[0] - 1
+
+    def _tap(self, x: torch.Tensor, k: int, bias: bool) -> torch.Tensor:
+        """2D convolution of every frame of `x` `(B, T, C, H, W)` with temporal tap `k`."""
+        y = F.conv2d(
+            _flat(x), self.weight[:, :, k], self.bias if bias else None, stride=self.stride[1:], padding=self.padding[1:]
+        )
+        return y.unflatten(0, (x.shape[0], -1))
+
+    def forward(self, h: torch.Tensor, cache: StreamCache) -> torch.Tensor:
+        """h: `(B, T, C_in, H, W)` frames-first -> `(B, T', C_out, H', W')`."""
+        p, st = self.time_padding, self.stride[0]
+        t = h.shape[1]
+        past = cache.past.get(self)
+        if past is None:  # start of a video (or of an independent slice): replicate frame 0 into the past
+            past = h[:, :1].expand(-1, p, -1, -1, -1)
+        if st == 1:
+            out = self._tap(h, p, bias=True)
+            for k in range(p):  # tap k looks d frames back
+                d = p - k
+                if d < t:
+                    out[:, d:] += self._tap(h[:, : t - d], k, bias=False)
+                n = min(d, t)
+                out[:, :n] += self._tap(past[:, past.shape[1] - d : past.shape[1] - d + n], k, bias=False)
+            if p:
+                keep = torch.cat([past[:, t:], h], 1) if t < p else h[:, t - p :]
+                cache.past[self] = keep.clone()
+            return out
+        hp = torch.cat([past, h], 1)
+        n_out = (hp.shape[1] - self.kernel_size[0]) // st + 1
+        if n_out < 1:
+            raise ValueError(f"CausalConv3d: {t} frames are too few for temporal stride {st}")
+        out = None
+        for k in range(self.kernel_size[0]):
+            y = self._tap(hp[:, k : k + st * (n_out - 1) + 1 : st], k, bias=k == 0)
+            out = y if out is None else out.add_(y)
+        cache.past[self] = hp[:, n_out * st :].clone()
+        return out
+
+
+# ----------------------------------------------------------------------------- ResNet and attention
+
+
+class ResnetBlock3D(nn.Module):
+    """GroupNorm -> act -> CausalConv3d -> GroupNorm -> act -> CausalConv3d, plus a (1x1x1) shortcut.
+
+    GroupNorm is per frame, so the block's output for a frame depends only on that frame's features and
+    the two frames before it, never on how the video is sliced.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, groups: int, eps: float, act: str):
+        super().__init__()
+        self.act = act
+        self.norm1 = nn.GroupNorm(groups, in_channels, eps=eps)
+        self.conv1 = CausalConv3d(in_channels, out_channels, 3)
+        self.norm2 = nn.GroupNorm(groups, out_channels, eps=eps)
+        self.conv2 = CausalConv3d(out_channels, out_channels, 3)
+        self.shortcut = nn.Conv3d(in_channels, out_channels, 1) if in_channels != out_channels else None
+
+    def forward(self, h: torch.Tensor, cache: StreamCache) -> torch.Tensor:
+        """h: `(B, T, C_in, H, W)` -> `(B, T, C_out, H, W)`."""
+        y = self.conv1(norm_act(h, self.norm1, self.act), cache)
+        y = self.conv2(norm_act(y, self.norm2, self.act), cache)
+        return y.add_(h if self.shortcut is None else pointwise_conv(self.shortcut, h))
+
+
+class SpatialAttention(nn.Module):
+    """Multi-head self-attention among the H*W positions of each frame (GroupNorm first, residual added)."""
+
+    def __init__(self, channels: int, heads: int, groups: int, eps: float):
+        super().__init__()
+        self.heads = heads
+        self.group_norm = nn.GroupNorm(groups, channels, eps=eps)
+        self.to_q = nn.Linear(channels, channels)
+        self.to_k = nn.Linear(channels, channels)
+        self.to_v = nn.Linear(channels, channels)
+        self.to_out = nn.Linear(channels, channels)
+
+    def forward(self, h: torch.Tensor, cache: StreamCache | None = None) -> torch.Tensor:
+        """h: `(B, T, C, H, W)` -> same shape."""
+        b, t, c, hh, ww = h.shape
+        x = norm_act(h, self.group_norm, None)
+        x = rearrange(x, "b t c h w -> (b t) (h w) c")
+        q, k, v = (rearrange(lin(x), "n s (nh d) -> n nh s d", nh=self.heads) for lin in (self.to_q, self.to_k, self.to_v))
+        o = F.scaled_dot_product_attention(q, k, v)
+        o = self.to_out(rearrange(o, "n nh s d -> n s (nh d)"))
+        return h + rearrange(o, "(b t) (h w) c -> b t c h w", b=b, h=hh)
+
+
+class MidBlock3D(nn.Module):
+    """`num_layers` ResNet blocks at the lowest resolution, with optional per-frame attention between them."""
+
+    def __init__(self, channels: int, num_layers: int, groups: int, eps: float, act: str,
+                 attention: str | None = None, heads: int = 1):
+        super().__init__()
+        self.resnets = nn.ModuleList(ResnetBlock3D(channels, channels, groups, eps, act) for _ in range(num_layers))
+        self.attentions = nn.ModuleList(
+            SpatialAttention(channels, heads, groups, eps) for _ in range(num_layers - 1) if attention == "spatial"
+        )
+
+    def forward(self, h: torch.Tensor, cache: StreamCache) -> torch.Tensor:
+        h = self.resnets[0](h, cache)
+        for i, resnet in enumerate(self.resnets[1:]):
+            if len(self.attentions):
+                h = self.attentions[i](h)
+            h = resnet(h, cache)
+        return h
+
+
+# ----------------------------------------------------------------------------- down and up sampling
+
+
+class Downsample3D(nn.Module):
+    """Pad H and W by one on the far side, then a stride-2 causal conv (stride 2 in time as well if asked)."""
+
+    def __init__(self, channels: int, temporal: bool):
+        super().__init__()
+        self.conv = CausalConv3d(channels, channels, 3, stride=(2 if temporal else 1, 2, 2), spatial_padding=0)
+
+    def forward(self, h: torch.Tensor, cache: StreamCache) -> torch.Tensor:
+        b, t = h.shape[:2]
+        return self.conv(F.pad(_flat(h), (0, 1, 0, 1)).unflatten(0, (b, t)), cache)
+
+
+class Upsample3D(nn.Module):
+    """Nearest x2 in space, causal conv, then (if temporal) nearest x2 in time for every frame but the
+    video's first, which stays alone: 1 + k frames -> 1 + 2k frames."""
+
+    def __init__(self, channels: int, temporal: bool):
+        super().__init__()
+        self.temporal = temporal
+        self.conv = CausalConv3d(channels, channels, 3)
+
+    def forward(self, h: torch.Tensor, cache: StreamCache) -> torch.Tensor:
+        b, t = h.shape[:2]
+        h = self.conv(upsample_nearest_2x(h), cache)
+        if not self.temporal:
+            return h
+        keep_first = not cache.continuing and self not in cache.started
+        cache.started.add(self)
+        return repeat_frames_2x(h, keep_first)
+
+
+def upsample_nearest_2x(h: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour x2 in H and W: `(B, T, C, H, W)` -> `(B, T, C, 2H, 2W)`, channels-last frames."""
+    b, t, c, hh, ww = h.shape
+    out = torch.empty(b, t, hh, 2, ww, 2, c, dtype=h.dtype, device=h.device)
+    out.copy_(h.permute(0, 1, 3, 4, 2)[:, :, :, None, :, None, :].expand(b, t, hh, 2, ww, 2, c))
+    return out.view(b, t, 2 * hh, 2 * ww, c).permute(0, 1, 4, 2, 3)
+
+
+def repeat_frames_2x(h: torch.Tensor, keep_first: bool) -> torch.Tensor:
+    """Each frame twice in a row (nearest x2 in time); with `keep_first` frame 0 appears once."""
+    b, t, c, hh, ww = h.shape
+    first = 1 if keep_first else 0
+    out = empty_frames(b, first + 2 * (t - first), c, hh, ww, h)
+    if first:
+        out[:, 0] = h[:, 0]
+    out[:, first:].unflatten(1, (t - first, 2)).copy_(h[:, first:, None].expand(b, t - first, 2, c, hh, ww))
+    return out
+
+
+class DownBlock3D(nn.Module):
+    """ResNet blocks, then an optional downsampler (space, or space and time)."""
+
+    temporal: bool = False
+
+    def __init__(self, in_channels: int, out_channels: int, num_layers: int, groups: int, eps: float, act: str,
+                 add_downsample: bool):
+        super().__init__()
+        self.resnets = nn.ModuleList(
+            ResnetBlock3D(in_channels if i == 0 else out_channels, out_channels, groups, eps, act)
+            for i in range(num_layers)
+        )
+        self.downsample = Downsample3D(out_channels, self.temporal) if add_downsample else None
+
+    def forward(self, h: torch.Tensor, cache: StreamCache) -> torch.Tensor:
+        for resnet in self.resnets:
+            h = resnet(h, cache)
+        return h if self.downsample is None else self.downsample(h, cache)
+
+
+class SpatialDownBlock3D(DownBlock3D):
+    """Down block that halves H and W."""
+
+    temporal = False
+
+
+class SpatialTemporalDownBlock3D(DownBlock3D):
+    """Down block that halves H, W and time (frame 0 alone: 1 + 2k frames -> 1 + k)."""
+
+    temporal = True
+
+
+class UpBlock3D(nn.Module):
+    """ResNet blocks, then an optional upsampler (space, or space and time)."""
+
+    temporal: bool = False
+
+    def __init__(self, in_channels: int, out_channels: int, num_layers: int, groups: int, eps: float, act: str,
+                 add_upsample: bool):
+        super().__init__()
+        self.resnets = nn.ModuleList(
+            ResnetBlock3D(in_channels if i == 0 else out_channels, out_channels, groups, eps, act)
+            for i in range(num_layers)
+        )
+        self.upsample = Upsample3D(out_channels, self.temporal) if add_upsample else None
+
+    def forward(self, h: torch.Tensor, cache: StreamCache) -> torch.Tensor:
+        for resnet in self.resnets:
+            h = resnet(h, cache)
+        return h if self.upsample is None else self.upsample(h, cache)
+
+
+class SpatialUpBlock3D(UpBlock3D):
+    """Up block that doubles H and W."""
+
+    temporal = False
+
+
+class SpatialTemporalUpBlock3D(UpBlock3D):
+    """Up block that doubles H, W and time (frame 0 alone: 1 + k frames -> 1 + 2k)."""
+
+    temporal = True
+
+
+BLOCKS = {
+    "SpatialDownBlock3D": SpatialDownBlock3D,
+    "SpatialTemporalDownBlock3D": SpatialTemporalDownBlock3D,
+    "SpatialUpBlock3D": SpatialUpBlock3D,
+    "SpatialTemporalUpBlock3D": SpatialTemporalUpBlock3D,
+}
