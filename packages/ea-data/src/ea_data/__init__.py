@@ -1,3 +1,12 @@
 """ea_data."""
 
+from .buckets import BucketKey, aspect_ratio_buckets, nearest_bucket, token_batch_size, token_length_frames
+from .loader import BucketDataLoader, BucketedVideoDataset, LoaderConfig, make_dataloader
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "BucketDataLoader", "BucketKey", "BucketedVideoDataset", "LoaderConfig", "aspect_ratio_buckets",
+    "make_dataloader", "nearest_bucket", "token_batch_size", "token_length_frames",
+    "__version__",
+]
