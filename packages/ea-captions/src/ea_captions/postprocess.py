@@ -27,6 +27,7 @@ BOILERPLATE_PATTERNS = (
     r"(?:the )?(?:video|clip|footage|image|picture) (?:shows|depicts|features|captures|displays|showcases)",
     r"(?:here|this) (?:is|we see)",
     r"(?:we|you) (?:can )?see",
+    r"(?:sure|certainly|of course|okay)[,!.](?=\s)",
     r"(?:sure|certainly|of course)[,!.]?(?: here is| here's)?(?: a| the)?(?: detailed)? (?:description|caption)"
     r"(?: of (?:the|this) (?:video|image|clip))?[:.]?",
     r"(?:a )?(?:detailed )?(?:description|caption)(?: of (?:the|this) (?:video|image|clip))?:",
@@ -78,7 +79,7 @@ def strip_boilerplate(text: str) -> str:
     text = text.strip()
     for _ in range(4):
         new = _BOILERPLATE.sub("", text, count=1).lstrip(" ,:;-")
-        if new == text or not new:
+        if new == text:
             break
         text = new
     return text[:1].upper() + text[1:] if text else text

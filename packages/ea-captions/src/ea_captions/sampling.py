@@ -72,7 +72,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return np.array(im.convert("RGB"))
     except FileNotFoundError:
         raise OSError(f"{path}: image file does not exist") from None
     except (UnidentifiedImageError, OSError) as e:
