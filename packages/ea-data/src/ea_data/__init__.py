@@ -2,11 +2,14 @@
 
 from .buckets import BucketKey, aspect_ratio_buckets, nearest_bucket, token_batch_size, token_length_frames
 from .loader import BucketDataLoader, BucketedVideoDataset, LoaderConfig, make_dataloader
+from .scenes import Scene, detect_scenes, split_scene_clips
+from .scoring import build_scorers, score_clip, split_and_score
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BucketDataLoader", "BucketKey", "BucketedVideoDataset", "LoaderConfig", "aspect_ratio_buckets",
     "make_dataloader", "nearest_bucket", "token_batch_size", "token_length_frames",
+    "Scene", "detect_scenes", "split_scene_clips", "build_scorers", "score_clip", "split_and_score",
     "__version__",
 ]

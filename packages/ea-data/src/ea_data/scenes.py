@@ -1,0 +1,209 @@
+"""Scene splitting: find hard cuts with PySceneDetect and turn scenes into clips of bounded length.
+
+Frames are decoded once with :func:`ea_vae.video_io.iter_frames` (PyAV); each frame is downscaled and
+handed to a PySceneDetect detector (``AdaptiveDetector`` by default, or ``ContentDetector``). An
+optional ``on_frame`` callback sees every decoded full-size frame, so a caller can keep the frames it
+needs for scoring from the same decode pass (see :func:`ea_data.scoring.split_and_score`).
+
+    scenes = detect_scenes("video.mp4")                       # list[Scene]
+    clips = split_scene_clips(scenes, min_seconds=3.0, max_seconds=10.0)
+    clips, dropped = split_scene_clips(scenes, return_dropped=True)   # dropped: list[DroppedScene]
+
+Frame numbers count decoded frames from 0; times are ``frame / fps`` in seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ea_vae.video_io import VideoReadError, iter_frames, video_info
+
+DETECTORS = ("adaptive", "content")
+#: Default thresholds: AdaptiveDetector's score ratio, ContentDetector's HSV content change.
+DEFAULT_THRESHOLDS = {"adaptive": 3.0, "content": 27.0}
+#: Frames are downscaled so their width is at least this many pixels (PySceneDetect's default).
+DETECT_MIN_WIDTH = 256
+
+#: Reasons a scene is not turned into a clip.
+TOO_SHORT = "too_short"
+TOO_LONG = "too_long"
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A span of one video: frames ``[start_frame, end_frame)``, times ``[start_time, end_time)`` in s.
+
+    ``scene_index`` is the index of the detected scene the span belongs to (a piece of a long scene
+    keeps its scene's index), so every clip can be traced to one detected scene.
+    """
+
+    start_frame: int
+    end_frame: int
+    start_time: float
+    end_time: float
+    fps: float
+    scene_index: int = 0
+
+    @property
+    def num_frames(self) -> int:
+        return self.end_frame - self.start_frame
+
+    @property
+    def duration(self) -> float:
+        return self.num_frames / self.fps
+
+    @classmethod
+    def from_frames(cls, start_frame: int, end_frame: int, fps: float, scene_index: int = 0) -> Scene:
+        return cls(start_frame, end_frame, start_frame / fps, end_frame / fps, fps, scene_index)
+
+
+@dataclass(frozen=True)
+class DroppedScene:
+    """A scene (or the leftover piece of a split scene) that was not kept, with why."""
+
+    scene: Scene
+    reason: str  # TOO_SHORT or TOO_LONG
+    detail: str
+
+
+def make_detector(detector: str = "adaptive", threshold: float | None = None, min_scene_len: int = 15):
+    """A fresh PySceneDetect detector. `threshold` None means the detector's default (see DEFAULT_THRESHOLDS)."""
+    from scenedetect.detectors import AdaptiveDetector, ContentDetector
+
+    if detector not in DETECTORS:
+        raise ValueError(f"detector must be one of {DETECTORS}, got {detector!r}")
+    if min_scene_len < 1:
+        raise ValueError(f"min_scene_len must be >= 1 frame, got {min_scene_len}")
+    thr = DEFAULT_THRESHOLDS[detector] if threshold is None else float(threshold)
+    if detector == "adaptive":
+        return AdaptiveDetector(adaptive_threshold=thr, min_scene_len=min_scene_len)
+    return ContentDetector(threshold=thr, min_scene_len=min_scene_len)
+
+
+def _detect_size(width: int, height: int, downscale: int | None) -> tuple[int, int]:
+    """Working (width, height) for detection; `downscale` None picks a factor keeping width >= 256."""
+    if downscale is None:
+        downscale = max(1, width // DETECT_MIN_WIDTH)
+    if downscale < 1:
+        raise ValueError(f"downscale must be >= 1, got {downscale}")
+    return max(1, round(width / downscale)), max(1, round(height / downscale))
+
+
+def detect_scenes(path: str | os.PathLike, detector: str = "adaptive", threshold: float | None = None,
+                  min_scene_len: int = 15, downscale: int | None = None, frame_skip: int = 0,
+                  on_frame: Callable[[int, float, np.ndarray], None] | None = None,
+                  on_cut: Callable[[int], None] | None = None) -> list[Scene]:
+    """Split a video into scenes at the cuts PySceneDetect finds, covering every decoded frame.
+
+    Args:
+        path: video file.
+        detector: "adaptive" (AdaptiveDetector: cut when a frame's change is `threshold` times the
+            rolling average of its neighbours; robust to fast motion) or "content" (ContentDetector:
+            cut when the HSV change exceeds `threshold`).
+        threshold: detector threshold; None uses the default (3.0 adaptive, 27.0 content).
+        min_scene_len: minimum scene length in frames between two cuts.
+        downscale: integer factor frames are shrunk by before detection; None keeps the width >= 256 px.
+        frame_skip: analyse only every (frame_skip + 1)-th frame (faster; cuts are then found within
+            frame_skip frames). Every frame is still decoded and passed to `on_frame`.
+        on_frame: called as ``on_frame(frame_index, time_s, rgb)`` with every decoded `(H, W, 3)` uint8
+            frame, in order (lets a caller reuse this decode pass).
+        on_cut: called with the frame index of each cut as soon as the detector commits it; cuts
+            arrive in increasing order, and no later cut is earlier than one already reported.
+
+    Returns:
+        Scenes in order; the first starts at frame 0 and the last ends at the number of decoded frames.
+
+    Raises:
+        VideoReadError: the file is missing, empty, not a video, or decoding fails (message names it).
+    """
+    if frame_skip < 0:
+        raise ValueError(f"frame_skip must be >= 0, got {frame_skip}")
+    info = video_info(path)  # raises VideoReadError naming the file
+    det = make_detector(detector, threshold, min_scene_len)
+    size = _detect_size(info.width, info.height, downscale)
+    cuts: list[int] = []
+    n = 0  # frames decoded so far
+
+    def commit(new_cuts):
+        for c in sorted(int(c) for c in new_cuts):
+            if 0 < c < n and (not cuts or c > cuts[-1]):
+                cuts.append(c)
+                if on_cut is not None:
+                    on_cut(c)
+
+    for i, (t, rgb) in enumerate(iter_frames(path)):
+        n = i + 1
+        if on_frame is not None:
+            on_frame(i, t, rgb)
+        if frame_skip and i % (frame_skip + 1):
+            continue
+        small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA) if size != rgb.shape[1::-1] else rgb
+        # PySceneDetect works on BGR frames (as OpenCV decodes them).
+        commit(det.process_frame(i, cv2.cvtColor(small, cv2.COLOR_RGB2BGR)))
+    if n == 0:
+        raise VideoReadError(f"{os.fspath(path)}: no frames could be decoded")
+    commit(det.post_process(n - 1))
+    bounds = [0] + cuts + [n]
+    return [Scene.from_frames(a, b, info.fps, k) for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
+
+
+def split_scene_clips(scenes: list[Scene], min_seconds: float = 3.0, max_seconds: float = 10.0,
+                      split_long: bool = True, return_dropped: bool = False):
+    """Turn scenes into clips lasting between `min_seconds` and `max_seconds` (inclusive).
+
+    Scenes shorter than `min_seconds` are dropped (TOO_SHORT). Longer than `max_seconds`: with
+    `split_long`, cut into the fewest equal pieces that fit (pieces differ by at most one frame); if
+    equal pieces would be shorter than `min_seconds`, cut pieces of `max_seconds` and drop a leftover
+    shorter than `min_seconds`. Without `split_long` they are dropped (TOO_LONG).
+
+    Returns:
+        The clips (list[Scene], in order, each with its scene's `scene_index`), or with
+        `return_dropped` a tuple `(clips, dropped)` where `dropped` lists a DroppedScene for every
+        scene or leftover piece not kept, so each frame of each scene is accounted for.
+    """
+    if min_seconds < 0 or max_seconds <= 0 or max_seconds < min_seconds:
+        raise ValueError(f"need 0 <= min_seconds <= max_seconds and max_seconds > 0, "
+                         f"got min_seconds={min_seconds}, max_seconds={max_seconds}")
+    clips: list[Scene] = []
+    dropped: list[DroppedScene] = []
+    for s in scenes:
+        fps = s.fps
+        min_f = math.ceil(min_seconds * fps - 1e-6)
+        max_f = math.floor(max_seconds * fps + 1e-6)
+        if max_f < 1:
+            raise ValueError(f"max_seconds={max_seconds} is shorter than one frame at {fps} fps")
+        n = s.num_frames
+
+        def piece(a, b, s=s):
+            return Scene.from_frames(a, b, s.fps, s.scene_index)
+
+        if n < min_f:
+            dropped.append(DroppedScene(s, TOO_SHORT, f"{s.duration:.2f} s < {min_seconds} s"))
+        elif n <= max_f:
+            clips.append(s)
+        elif not split_long:
+            dropped.append(DroppedScene(s, TOO_LONG, f"{s.duration:.2f} s > {max_seconds} s"))
+        else:
+            k = math.ceil(n / max_f)
+            if n // k >= min_f:
+                edges = [s.start_frame + (n * j) // k for j in range(k + 1)]
+                clips.extend(piece(a, b) for a, b in zip(edges[:-1], edges[1:]))
+            else:
+                start = s.start_frame
+                while s.end_frame - start >= max_f:
+                    clips.append(piece(start, start + max_f))
+                    start += max_f
+                rest = s.end_frame - start
+                if rest >= min_f and rest > 0:
+                    clips.append(piece(start, s.end_frame))
+                elif rest > 0:
+                    left = piece(start, s.end_frame)
+                    dropped.append(DroppedScene(left, TOO_SHORT, f"leftover of a split scene: "
+                                                f"{left.duration:.2f} s < {min_seconds} s"))
+    return (clips, dropped) if return_dropped else clips

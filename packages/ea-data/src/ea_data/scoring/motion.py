@@ -1,0 +1,143 @@
+"""Motion score: mean optical-flow magnitude between consecutive sampled frames.
+
+Units: pixels per sampled-frame step, measured at a working resolution whose shorter side is
+`work_size` pixels (default 256; frames are resized to it, keeping the aspect ratio). So a camera pan
+of v source pixels per frame, sampled every k frames from a video whose shorter side is S pixels,
+scores about ``v * k * 256 / S``; the score does not depend on the source resolution.
+
+Backends:
+- "opencv": Farneback dense flow (weight-free, the default), or OpenCV's DIS flow with
+  ``opencv_flow="dis"``. On the synthetic pans DIS measured smooth and fine textures within ~5 % of
+  the truth at half Farneback's cost, where Farneback under-read smooth textures by 2-5x; Farneback
+  stays the default because the reference pipeline's motion thresholds were set with it.
+- "raft": torchvision's RAFT architecture (``raft_small`` / ``raft_large``, built with weights=None)
+  with a state dict loaded from a local file (safetensors or ``torch.load(weights_only=True)``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+DEFAULT_WORK_SIZE = 256
+
+
+def work_resolution(height: int, width: int, work_size: int = DEFAULT_WORK_SIZE, multiple: int = 1):
+    """(height, width) with the shorter side scaled to `work_size`, both rounded to `multiple`."""
+    s = work_size / min(height, width)
+    return (max(multiple, round(height * s / multiple) * multiple),
+            max(multiple, round(width * s / multiple) * multiple))
+
+
+def _check_frames(frames: np.ndarray) -> None:
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"motion scorer expects (N, H, W, 3) uint8 RGB frames, got {frames.shape} {frames.dtype}")
+
+
+def farneback_flow(prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+    """Dense Farneback flow `(H, W, 2)` float32 (pixels) from gray `prev` to gray `nxt` (both `(H, W)` uint8)."""
+    # 5 pyramid levels reach displacements of tens of pixels (fast pans at a 2 fps sampling rate).
+    return cv2.calcOpticalFlowFarneback(prev, nxt, None, pyr_scale=0.5, levels=5, winsize=15, iterations=3,
+                                        poly_n=5, poly_sigma=1.2, flags=0)
+
+
+def dis_flow(prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+    """Dense DIS flow `(H, W, 2)` float32 (pixels) from gray `prev` to gray `nxt` (medium preset)."""
+    return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(prev, nxt, None)
+
+
+OPENCV_FLOWS = {"farneback": farneback_flow, "dis": dis_flow}
+
+
+def opencv_motion_score(frames: np.ndarray, work_size: int = DEFAULT_WORK_SIZE,
+                        method: str = "farneback") -> float | None:
+    """Mean OpenCV flow magnitude over consecutive frame pairs of `(N, H, W, 3)` uint8 frames.
+
+    `method` is "farneback" or "dis". Returns pixels per step at the work resolution (see module
+    docstring); None for fewer than 2 frames.
+    """
+    if method not in OPENCV_FLOWS:
+        raise ValueError(f"opencv flow method must be one of {list(OPENCV_FLOWS)}, got {method!r}")
+    flow = OPENCV_FLOWS[method]
+    _check_frames(frames)
+    if len(frames) < 2:
+        return None
+    h, w = work_resolution(*frames.shape[1:3], work_size)
+    interp = cv2.INTER_AREA if h < frames.shape[1] else cv2.INTER_LINEAR
+    gray = [cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), (w, h), interpolation=interp) for f in frames]
+    mags = [np.linalg.norm(flow(a, b), axis=-1).mean() for a, b in zip(gray[:-1], gray[1:])]
+    return float(np.mean(mags))
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a state dict from `.safetensors` or a torch file (weights_only=True); errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: weight file does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise ValueError(f"{path}: expected a state dict (name -> tensor), got {type(sd).__name__}")
+    return sd
+
+
+class RaftMotion:
+    """RAFT flow with weights from a local file. Call it on `(N, H, W, 3)` uint8 frames for the score.
+
+    `model` is "small" (torchvision raft_small) or "large" (raft_large); `num_flow_updates` is RAFT's
+    number of recurrent refinements; `batch_size` frame pairs run at once.
+    """
+
+    def __init__(self, weights: str | os.PathLike, model: str = "small", device: str | torch.device = "cpu",
+                 work_size: int = DEFAULT_WORK_SIZE, num_flow_updates: int = 12, batch_size: int = 8):
+        from torchvision.models.optical_flow import raft_large, raft_small
+
+        builders = {"small": raft_small, "large": raft_large}
+        if model not in builders:
+            raise ValueError(f"RAFT model must be 'small' or 'large', got {model!r}")
+        net = builders[model](weights=None, progress=False)
+        sd = load_state_dict(weights)
+        try:
+            net.load_state_dict(sd)
+        except RuntimeError as e:
+            raise ValueError(f"{weights}: not a RAFT-{model} state dict ({e})") from e
+        self.net = net.eval().to(device)
+        self.device = torch.device(device)
+        self.work_size, self.num_flow_updates, self.batch_size = work_size, num_flow_updates, batch_size
+
+    def _prepare(self, frames: np.ndarray) -> torch.Tensor:
+        """`(N, H, W, 3)` uint8 -> `(N, 3, h, w)` float in [-1, 1], h and w multiples of 8 (RAFT's stride)."""
+        h, w = work_resolution(*frames.shape[1:3], self.work_size, multiple=8)
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+        x = torch.nn.functional.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+        return (x / 127.5 - 1.0).to(self.device)
+
+    @torch.inference_mode()
+    def flow(self, frames: np.ndarray) -> torch.Tensor:
+        """Flow between consecutive frames: `(N - 1, 2, h, w)` float32, pixels at the work resolution."""
+        _check_frames(frames)
+        if len(frames) < 2:
+            raise ValueError(f"RAFT flow needs at least 2 frames, got {len(frames)}")
+        x = self._prepare(frames)
+        out = []
+        for i in range(0, len(x) - 1, self.batch_size):
+            a, b = x[i:i + self.batch_size], x[i + 1:i + 1 + self.batch_size]
+            a = a[:len(b)]
+            out.append(self.net(a, b, num_flow_updates=self.num_flow_updates)[-1].float().cpu())
+        return torch.cat(out)
+
+    def __call__(self, frames: np.ndarray) -> float | None:
+        """Mean flow magnitude (pixels per step at the work resolution); None for fewer than 2 frames."""
+        _check_frames(frames)
+        if len(frames) < 2:
+            return None
+        return float(self.flow(frames).norm(dim=1).mean())
