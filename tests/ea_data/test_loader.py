@@ -292,6 +292,18 @@ def test_corrupt_samples_are_logged_skipped_and_counted(data, corrupt_shards, nu
         assert all(k in text for k in ("bad_json", "bad_mp4", "bad_png"))
 
 
+def test_size_and_frame_count_probed_when_json_lacks_them(data, tmp_path):
+    path = str(tmp_path / "bare.tar")
+    with wds.TarWriter(path) as w:
+        w.write({"__key__": "bare_video", "mp4": data["files"]["port0"].read_bytes(),
+                 "json": json.dumps({"caption": "no sizes"}).encode()})
+        w.write({"__key__": "bare_image", "png": data["files"]["img0"].read_bytes()})
+    batches = collect(make_dataloader([path], cfg(batch_size=1, image_batch_size=1)))
+    got = {b["key"][0]: (b["bucket"], b["caption"][0]) for b in batches}
+    assert got["bare_video"] == (("video", 80, 64, 9), "no sizes")
+    assert got["bare_image"] == (("image", 64, 80, 1), "")
+
+
 def test_config_validation(data):
     with pytest.raises(ValueError, match="1 \\+ 4k"):
         LoaderConfig(num_frames=8)
