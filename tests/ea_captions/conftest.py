@@ -60,8 +60,13 @@ def make_tokenizer(special: list[str], vocab_size: int = 400):
 
 def build_tiny_qwen2vl(path, seed: int = 0):
     """Save a tiny random Qwen2-VL (2 text layers, 1 vision block, 8 px patches) + processor to `path`."""
-    from transformers import (Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor,
-                              Qwen2VLProcessor, Qwen2VLVideoProcessor)
+    from transformers import (
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
 
     tok = make_tokenizer(QWEN_SPECIAL)
     ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_SPECIAL}
@@ -86,11 +91,48 @@ def build_tiny_qwen2vl(path, seed: int = 0):
     return path
 
 
+def build_tiny_qwen2_5_vl(path, seed: int = 0):
+    """Save a tiny random Qwen2.5-VL (window attention vision tower, time-aware M-RoPE) to `path`."""
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    tok = make_tokenizer(QWEN_SPECIAL)
+    ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_SPECIAL}
+    pix = dict(min_pixels=16 * 16, max_pixels=32 * 32, patch_size=8, merge_size=2, temporal_patch_size=2)
+    processor = Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(**pix), tokenizer=tok,
+                                    video_processor=Qwen2VLVideoProcessor(**pix), chat_template=QWEN_CHAT_TEMPLATE)
+    config = Qwen2_5_VLConfig(
+        text_config=dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                         rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e4},
+                         bos_token_id=None, eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+                         initializer_range=0.3),
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=8,
+                           spatial_merge_size=2, temporal_patch_size=2, window_size=32, out_hidden_size=64,
+                           fullatt_block_indexes=[1], tokens_per_second=2, initializer_range=0.3),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
 def build_tiny_llava_onevision(path, seed: int = 0):
     """Save a tiny random LLaVA-OneVision (SigLIP 32 px / 8 px patches, Qwen2 text) + processor to `path`."""
-    from transformers import (LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
-                              LlavaOnevisionImageProcessor, LlavaOnevisionProcessor,
-                              LlavaOnevisionVideoProcessor)
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessor,
+        LlavaOnevisionProcessor,
+        LlavaOnevisionVideoProcessor,
+    )
 
     tok = make_tokenizer(LLAVA_SPECIAL)
     ids = {t: tok.convert_tokens_to_ids(t) for t in LLAVA_SPECIAL}

@@ -6,7 +6,7 @@ import torch
 
 from ea_captions.captioner import Clip, GenerationSettings
 from ea_captions.sampling import FrameSampling, load_clip
-from ea_captions.vlm import VLMCaptioner, resolve_dtype, resolve_device
+from ea_captions.vlm import VLMCaptioner, resolve_device, resolve_dtype
 
 
 def _clips(synthetic_data):
@@ -55,6 +55,22 @@ def test_qwen2vl_batched_equals_unbatched(tiny_qwen2vl, synthetic_data):
 def test_llava_onevision_batched_equals_unbatched(tiny_llava, synthetic_data):
     cap, _, _ = _check_batched_equals_unbatched(tiny_llava, synthetic_data)
     assert cap.family.name == "llava"
+
+
+def test_qwen2_5_vl_gets_the_frame_rate(tmp_path, np_rng):
+    """Qwen2.5-VL encodes absolute time: each clip's sampled rate must reach `second_per_grid_ts`."""
+    from conftest import build_tiny_qwen2_5_vl
+
+    cap = VLMCaptioner.from_pretrained(build_tiny_qwen2_5_vl(tmp_path / "q25"),
+                                       generation=GenerationSettings(max_new_tokens=8))
+    assert cap.family.name == "qwen2vl"
+    frames = np_rng.integers(0, 256, (4, 48, 64, 3), dtype=np.uint8)
+    clips = [Clip("a", frames, fps=2.0), Clip("b", frames, fps=0.5), Clip("c", frames[:2], fps=1.0)]
+    inputs = cap._inputs(clips)
+    # temporal_patch_size (2) frames per grid step: 2 / fps seconds
+    torch.testing.assert_close(inputs["second_per_grid_ts"], torch.tensor([1.0, 4.0, 2.0]))
+    batched = cap.caption(clips)
+    assert [r.text for r in batched] == [cap.caption([c])[0].text for c in clips]
 
 
 def test_end_of_sequence_is_detected(tiny_qwen2vl, synthetic_data):

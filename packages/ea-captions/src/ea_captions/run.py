@@ -88,14 +88,13 @@ def _caption_batch(jobs: Sequence[Job], clips: Sequence[Clip | str], captioner: 
                 try:
                     results[i] = captioner.caption([clips[i]])[0]
                 except Exception as e:
-                    results[i] = CaptionResult(jobs[i].clip_id, error=f"captioner: {type(e).__name__}: {e}")
+                    results[i] = CaptionResult(jobs[i].clip_id, error=f"{type(e).__name__}: {e}")
             if not state["any_ok"] and all(results[i].error for i in ok):
                 # Nothing has ever worked: a configuration problem (wrong model, bad prompt), not a bad clip.
                 raise batch_error
     for i, r in results.items():
         if r.error:
-            err = r.error if ":" in r.error else f"captioner: {r.error}"
-            fields[i] = {"caption": "", "caption_error": err, "caption_model": captioner.name}
+            fields[i] = {"caption": "", "caption_error": f"captioner: {r.error}", "caption_model": captioner.name}
             continue
         cleaned = clean_caption(r.text, r.finished, post)
         fields[i] = {"caption": cleaned.caption, "caption_error": cleaned.reason, "caption_model": captioner.name}
