@@ -209,6 +209,17 @@ def manifest_records(records: list[dict], bad_sources: tuple[str, ...] = ()) -> 
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_qwen2_5_vl(tmp_path_factory):
+    return build_tiny_qwen2_5_vl(tmp_path_factory.mktemp("tiny-qwen2_5_vl"))
+
+
+@pytest.fixture(scope="session")
+def make_manifest():
+    """`manifest_records` as a fixture (test modules cannot import conftest by name reliably)."""
+    return manifest_records
+
+
 @pytest.fixture
 def np_rng():
     return np.random.default_rng(0)

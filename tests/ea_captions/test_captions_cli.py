@@ -1,5 +1,6 @@
 """The `ea-captions` command over manifests and WebDataset shards: whole runs, resume, bad clips."""
 
+import io
 import json
 import shutil
 import subprocess
@@ -8,7 +9,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import manifest_records
 
 from ea_captions.captioner import GenerationSettings
 from ea_captions.cli import main
@@ -25,10 +25,10 @@ QWEN_FLAGS = ["--max-new-tokens", "10", "--keep-truncated", "--min-words", "1", 
               "--device", "cpu", "--dtype", "float32", "--no-progress"]
 
 
-def _write_manifest(folder: Path, synthetic_data) -> Path:
+def _write_manifest(folder: Path, synthetic_data, make_manifest) -> Path:
     root, records = synthetic_data
     path = folder / "manifest.jsonl"
-    write_jsonl(path, manifest_records(records, bad_sources=BAD))
+    write_jsonl(path, make_manifest(records, bad_sources=BAD))
     return path
 
 
@@ -43,10 +43,10 @@ def bad_root(synthetic_data, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def qwen_run(tiny_qwen2vl, synthetic_data, bad_root, tmp_path_factory):
+def qwen_run(tiny_qwen2vl, synthetic_data, bad_root, make_manifest, tmp_path_factory):
     """One uninterrupted CLI run with the tiny Qwen2-VL: (input manifest, output manifest, stdout)."""
     folder = tmp_path_factory.mktemp("qwen-run")
-    manifest = _write_manifest(folder, synthetic_data)
+    manifest = _write_manifest(folder, synthetic_data, make_manifest)
     out = folder / "captioned.jsonl"
     argv = [str(manifest), "--output", str(out), "--root", str(bad_root), "--backend", "qwen2vl",
             "--model", str(tiny_qwen2vl), "--batch-size", "3", *QWEN_FLAGS]
@@ -100,11 +100,12 @@ class _Interrupt:
         return self.inner.caption(clips)
 
 
-def test_resumed_run_equals_uninterrupted(qwen_run, tiny_qwen2vl, bad_root, synthetic_data, tmp_path, capsys):
+def test_resumed_run_equals_uninterrupted(qwen_run, tiny_qwen2vl, bad_root, synthetic_data, make_manifest,
+                                         tmp_path, capsys):
     _, uninterrupted, argv = qwen_run
     if not uninterrupted.exists():
         assert main(argv) == 0
-    manifest = _write_manifest(tmp_path, synthetic_data)
+    manifest = _write_manifest(tmp_path, synthetic_data, make_manifest)
     original = read_jsonl(manifest)
     log = manifest.with_name(manifest.name + ".caption-log.jsonl")
     cap = VLMCaptioner.from_pretrained(tiny_qwen2vl, generation=GenerationSettings(max_new_tokens=10))
@@ -138,9 +139,9 @@ def _expected_metadata_caption(rec, records_by_file):
     return best_scene(meta["scenes"], rec["start_time"], rec["end_time"])["caption"]
 
 
-def test_metadata_backend_command_line(synthetic_data, bad_root, tmp_path):
+def test_metadata_backend_command_line(synthetic_data, bad_root, make_manifest, tmp_path):
     root, records = synthetic_data
-    manifest = _write_manifest(tmp_path, synthetic_data)
+    manifest = _write_manifest(tmp_path, synthetic_data, make_manifest)
     # The console entry point, as a user runs it.
     proc = subprocess.run([sys.executable, "-m", "ea_captions", str(manifest), "--backend", "metadata",
                            "--metadata", str(root / "metadata.jsonl"), "--root", str(bad_root), "--no-progress"],
@@ -181,13 +182,13 @@ def test_cli_argument_errors(tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def shard_dir(synthetic_data, tmp_path_factory):
+def shard_dir(synthetic_data, make_manifest, tmp_path_factory):
     """WebDataset shards written by ea_data's shard stage (3 samples per shard) plus one broken sample."""
     from ea_data.shards import ShardConfig, write_shards
 
     root, records = synthetic_data
     out = tmp_path_factory.mktemp("dataset")
-    write_shards(manifest_records(records), root, out, ShardConfig(fps=None, max_side=None, max_count=3),
+    write_shards(make_manifest(records), root, out, ShardConfig(fps=None, max_side=None, max_count=3),
                  progress=False)
     shards = out / "shards"
     broken = shards / "video-broken.tar"
@@ -195,7 +196,7 @@ def shard_dir(synthetic_data, tmp_path_factory):
         for name, data in [("bad-clip.mp4", b"garbage"), ("bad-clip.json", b'{"caption": "", "type": "video"}')]:
             info = tarfile.TarInfo(name)
             info.size = len(data)
-            tar.addfile(info, __import__("io").BytesIO(data))
+            tar.addfile(info, io.BytesIO(data))
     return shards
 
 

@@ -57,12 +57,9 @@ def test_llava_onevision_batched_equals_unbatched(tiny_llava, synthetic_data):
     assert cap.family.name == "llava"
 
 
-def test_qwen2_5_vl_gets_the_frame_rate(tmp_path, np_rng):
+def test_qwen2_5_vl_gets_the_frame_rate(tiny_qwen2_5_vl, np_rng):
     """Qwen2.5-VL encodes absolute time: each clip's sampled rate must reach `second_per_grid_ts`."""
-    from conftest import build_tiny_qwen2_5_vl
-
-    cap = VLMCaptioner.from_pretrained(build_tiny_qwen2_5_vl(tmp_path / "q25"),
-                                       generation=GenerationSettings(max_new_tokens=8))
+    cap = VLMCaptioner.from_pretrained(tiny_qwen2_5_vl, generation=GenerationSettings(max_new_tokens=8))
     assert cap.family.name == "qwen2vl"
     frames = np_rng.integers(0, 256, (4, 48, 64, 3), dtype=np.uint8)
     clips = [Clip("a", frames, fps=2.0), Clip("b", frames, fps=0.5), Clip("c", frames[:2], fps=1.0)]
