@@ -33,7 +33,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -496,42 +496,182 @@ def run(input_dir: str | os.PathLike, output_dir: str | os.PathLike, config: Pip
         executor=None, on_file_done: Callable[[dict], None] | None = None) -> dict:
     """Split -> score -> filter -> shard every video and image under `input_dir` into `output_dir`.
 
-    Returns the summary (also written to `output_dir/summary.json` when the full manifest exists).
-    `executor` maps the per-file work (default: :class:`LocalExecutor` with `config.workers`);
-    `on_file_done(entry)` is called after each file's result is logged.
+    Returns the summary of this part (the whole run unless `config.num_shards > 1`); the summary
+    of the merged manifest is written to `output_dir/summary.json` once all parts are done.
+    `executor` maps the per-file work (default: :class:`LocalExecutor` with `config.workers`; see
+    :mod:`ea_data.ray_runner` for Ray); `on_file_done(entry)` is called after each file is logged.
     """
     cfg = config or PipelineConfig()
     t0 = time.time()
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     inputs = list_inputs(input_dir, exclude=[output_dir])
     paths = output_paths(output_dir, cfg.shard_index, cfg.num_shards)
-    sources = sorted([(s, "video") for s in inputs.videos] + [(s, "image") for s in inputs.images])
-    sources = [(s, k) for s, k in sources if part_of(s, cfg.num_shards) == cfg.shard_index]
+    sources = _part_sources(inputs, cfg.shard_index, cfg.num_shards)
     own_executor = executor is None
     executor = executor or LocalExecutor(cfg.workers)
     try:
         entries, stats = scan_files(sources, input_dir, cfg, executor, paths["scan_log"], on_file_done)
         records = apply_filter_stage([r for e in entries for r in e["records"]], cfg.filter, cfg.progress)
-        if cfg.write_shards:
-            records = write_shards(records, input_dir, output_dir, cfg.shard, prefix=paths["shard_prefix"],
-                                   log_path=paths["shard_log"], ordered_map=executor.imap,
-                                   progress=cfg.progress)
+        skipped = {k: v for e in entries for k, v in (e.get("skipped") or {}).items()}
+        summary = shard_stage(records, input_dir, output_dir, cfg, executor, write=cfg.write_shards,
+                              extra={"ignored_files": len(inputs.ignored), "skipped_scorers": skipped})
     finally:
         if own_executor:
             executor.close()
-    write_jsonl(paths["part_manifest"], records)
-    skipped = {}
-    for e in entries:
-        skipped.update(e.get("skipped") or {})
-    summary = summarize(records)
-    summary.update(part=f"{cfg.shard_index}/{cfg.num_shards}", ignored_files=len(inputs.ignored),
-                   skipped_scorers=skipped, files_resumed=stats["resumed"], files_processed=stats["processed"],
+    summary.update(files_resumed=stats["resumed"], files_processed=stats["processed"],
                    seconds=round(time.time() - t0, 3))
+    return summary
+
+
+def _part_sources(inputs: Inputs, index: int, count: int) -> list[tuple[str, str]]:
+    sources = sorted([(s, "video") for s in inputs.videos] + [(s, "image") for s in inputs.images])
+    return [(s, k) for s, k in sources if part_of(s, count) == index]
+
+
+def split_stage(input_dir: str | os.PathLike, config: PipelineConfig | None = None, executor=None) -> list[dict]:
+    """Split stage alone: scene records (no scores) for this part's files, in manifest order.
+
+    Clips within the length bounds are `"pending"`; scenes outside them `"rejected"`; unreadable
+    files `"error"`; images `"pending"`.
+    """
+    cfg = config or PipelineConfig()
+    cfg = replace(cfg, score=replace(cfg.score, scorers=()))
+    inputs = list_inputs(input_dir)
+    with _executor(executor, cfg) as ex:
+        entries, _ = scan_files(_part_sources(inputs, cfg.shard_index, cfg.num_shards), input_dir, cfg, ex)
+    return sorted((r for e in entries for r in e["records"]), key=sort_key)
+
+
+@dataclass(frozen=True)
+class ScoreTask:
+    """The clips of one source to score with :func:`score_source`."""
+
+    source: str
+    kind: str
+    input_dir: str
+    score: ScoreConfig
+    clips: tuple[tuple[float, float], ...]
+
+
+def score_source(task: ScoreTask) -> dict[str, Any]:
+    """Score each `(start_time, end_time)` clip of one file (one decode per clip).
+
+    Returns `{"scores": [dict | None], "errors": [str | None], "skipped": {...}}` aligned with
+    `task.clips`.
+    """
+    path = Path(task.input_dir) / task.source
+    out: dict[str, Any] = {"scores": [], "errors": [], "skipped": {}}
+    try:
+        scorers = worker_scorers(task.score)
+        out["skipped"] = dict(scorers.skipped)
+    except Exception as e:  # noqa: BLE001 - reported per clip below
+        out["scores"] = [None] * len(task.clips)
+        out["errors"] = [f"{type(e).__name__}: {e}"] * len(task.clips)
+        return out
+    for start, end in task.clips:
+        try:
+            if task.kind == "image":
+                rec = _image_records(path, FileTask(task.source, "image", task.input_dir, SplitConfig(),
+                                                    task.score, ""))[0][0]
+                scores = _scores(rec)
+            else:
+                from ea_data.scoring import score_clip
+
+                scores = _scores(score_clip(path, start, end, scorers=scorers, sample_fps=task.score.sample_fps))
+            out["scores"].append(scores)
+            out["errors"].append(None)
+        except Exception as e:  # noqa: BLE001 - one unreadable clip is recorded, the stage goes on
+            out["scores"].append(None)
+            out["errors"].append(str(e) if type(e).__name__ == "VideoReadError" else f"{type(e).__name__}: {e}")
+    return out
+
+
+def needs_scores(record: dict) -> bool:
+    """Records the score stage (re)scores: all but errors and clips the split stage rejected."""
+    from ea_data.filters import FILTER_REASONS
+
+    if record["status"] == "error":
+        return False
+    return record["status"] != "rejected" or record.get("reject_reason") in FILTER_REASONS
+
+
+def score_stage(records: list[dict], input_dir: str | os.PathLike, config: PipelineConfig | None = None,
+                executor=None) -> list[dict]:
+    """Score stage alone: (re)score this part's records from their sources; returns them `"pending"`.
+
+    Records of other parts (by source) are left out of the result; merge the parts afterwards.
+    A clip that cannot be decoded becomes an `"error"` record.
+    """
+    from tqdm import tqdm
+
+    cfg = config or PipelineConfig()
+    mine = [dict(r) for r in records if part_of(r["source"], cfg.num_shards) == cfg.shard_index]
+    by_source: dict[str, list[dict]] = {}
+    for r in mine:
+        if needs_scores(r):
+            by_source.setdefault(r["source"], []).append(r)
+    tasks = [ScoreTask(src, rs[0].get("type", "video"), str(input_dir), cfg.score,
+                       tuple((r["start_time"], r["end_time"]) for r in rs)) for src, rs in by_source.items()]
+    skipped: dict[str, str] = {}
+    with _executor(executor, cfg) as ex:
+        bar = tqdm(total=len(tasks), desc="score", unit="file", disable=not cfg.progress)
+        results = {}
+        for task, res in zip(tasks, ex.imap(score_source, tasks), strict=True):
+            results[task.source] = res
+            bar.update()
+        bar.close()
+    for src, rs in by_source.items():
+        res = results[src]
+        skipped.update(res["skipped"])
+        for r, scores, err in zip(rs, res["scores"], res["errors"], strict=True):
+            if err is not None:
+                r.update(status="error", error=err, reject_reason=None)
+            else:
+                r.update(scores, status="pending", reject_reason=None, error=None)
+    for name, reason in skipped.items():
+        logger.warning("scorer %r left out: %s", name, reason)
+    return sorted(mine, key=sort_key)
+
+
+def shard_stage(records: list[dict], input_dir: str | os.PathLike, output_dir: str | os.PathLike,
+                config: PipelineConfig | None = None, executor=None, write: bool = True,
+                extra: dict | None = None) -> dict:
+    """Shard stage: write this part's kept records into `output_dir/shards`, then its manifest.
+
+    Writes the part manifest (or `manifest.jsonl` when there is one part), merges `manifest.jsonl`
+    once every part exists, and returns the summary of this part's records (plus `extra`).
+    """
+    cfg = config or PipelineConfig()
+    output_dir = Path(output_dir)
+    paths = output_paths(output_dir, cfg.shard_index, cfg.num_shards)
+    records = sorted((r for r in records if part_of(r["source"], cfg.num_shards) == cfg.shard_index), key=sort_key)
+    if write:
+        with _executor(executor, cfg) as ex:
+            records = write_shards(records, input_dir, output_dir, cfg.shard, prefix=paths["shard_prefix"],
+                                   log_path=paths["shard_log"], ordered_map=ex.imap, progress=cfg.progress)
+    write_jsonl(paths["part_manifest"], records)
+    summary = {**summarize(records), **(extra or {}), "part": f"{cfg.shard_index}/{cfg.num_shards}"}
     if cfg.num_shards == 1 or merge_parts(output_dir, cfg.num_shards) is not None:
-        full = summarize(read_jsonl(paths["manifest"]))
-        full.update(skipped_scorers=skipped, ignored_files=len(inputs.ignored))
+        full = {**summarize(read_jsonl(paths["manifest"])), **(extra or {})}
         _write_json(paths["summary"], full)
     return summary
+
+
+class _executor:
+    """Use the given executor, or a LocalExecutor of `cfg.workers` closed on exit."""
+
+    def __init__(self, executor, cfg: PipelineConfig):
+        self.given, self.cfg, self.own = executor, cfg, None
+
+    def __enter__(self):
+        if self.given is not None:
+            return self.given
+        self.own = LocalExecutor(self.cfg.workers)
+        return self.own
+
+    def __exit__(self, *exc):
+        if self.own is not None:
+            self.own.close()
 
 
 def summarize(records: list[dict]) -> dict:
