@@ -6,10 +6,11 @@ of v source pixels per frame, sampled every k frames from a video whose shorter 
 scores about ``v * k * 256 / S``; the score does not depend on the source resolution.
 
 Backends:
-- "opencv": Farneback dense flow (weight-free, the default), or OpenCV's DIS flow with
-  ``opencv_flow="dis"``. On the synthetic pans DIS measured smooth and fine textures within ~5 % of
-  the truth at half Farneback's cost, where Farneback under-read smooth textures by 2-5x; Farneback
-  stays the default because the reference pipeline's motion thresholds were set with it.
+- "opencv": OpenCV dense flow, weight-free (the default). `opencv_flow="dis"` (default) is DIS
+  flow (medium preset); `"farneback"` is Farneback, as in the reference pipeline. On synthetic pans
+  (tests/ea_data) DIS read smooth and fine textures within ~5 % of the true shift up to ~20 px per
+  step at half Farneback's cost, while Farneback under-read them 2-5x and lost shifts above ~10 px
+  (scoring a fast pan below a slow one), hence DIS by default.
 - "raft": torchvision's RAFT architecture (``raft_small`` / ``raft_large``, built with weights=None)
   with a state dict loaded from a local file (safetensors or ``torch.load(weights_only=True)``).
 """
@@ -54,7 +55,7 @@ OPENCV_FLOWS = {"farneback": farneback_flow, "dis": dis_flow}
 
 
 def opencv_motion_score(frames: np.ndarray, work_size: int = DEFAULT_WORK_SIZE,
-                        method: str = "farneback") -> float | None:
+                        method: str = "dis") -> float | None:
     """Mean OpenCV flow magnitude over consecutive frame pairs of `(N, H, W, 3)` uint8 frames.
 
     `method` is "farneback" or "dis". Returns pixels per step at the work resolution (see module
@@ -101,6 +102,8 @@ class RaftMotion:
                  work_size: int = DEFAULT_WORK_SIZE, num_flow_updates: int = 12, batch_size: int = 8):
         from torchvision.models.optical_flow import raft_large, raft_small
 
+        if work_size < 128:  # RAFT's correlation pyramid needs feature maps of 16+ px at stride 8
+            raise ValueError(f"RAFT needs work_size >= 128 px, got {work_size}")
         builders = {"small": raft_small, "large": raft_large}
         if model not in builders:
             raise ValueError(f"RAFT model must be 'small' or 'large', got {model!r}")

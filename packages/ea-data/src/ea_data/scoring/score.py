@@ -55,14 +55,14 @@ def build_scorers(names: Sequence[str] = SCORERS, motion_backend: str = "opencv"
                   raft_weights: str | os.PathLike | None = None, raft_model: str = "small",
                   clip_model: str = "ViT-L-14", clip_weights: str | None = None,
                   aesthetic_head: str | os.PathLike | None = None, device: str = "cpu",
-                  opencv_flow: str = "farneback", motion_work_size: int = DEFAULT_WORK_SIZE,
+                  opencv_flow: str = "dis", motion_work_size: int = DEFAULT_WORK_SIZE,
                   text_frames: int | None = 4,
                   text_limit_side_len: int = 640, text_box_thresh: float = 0.5,
                   aesthetic_frames: int | None = 4) -> Scorers:
     """Build the scorers in `names` ("motion", "text", "aesthetic") once, for many clips.
 
     Args:
-        motion_backend: "opencv" (no weights; `opencv_flow` "farneback" or "dis") or "raft" (needs
+        motion_backend: "opencv" (no weights; `opencv_flow` "dis" or "farneback") or "raft" (needs
             `raft_weights`, a local state-dict file for torchvision's `raft_model` "small" or "large").
         clip_model, clip_weights: open_clip model name and its weights (local checkpoint path or
             pretrained tag); `aesthetic_head`: path to the improved-aesthetic-predictor head.
