@@ -240,11 +240,24 @@ def test_bad_inputs_raise_clear_errors():
     assert _tiny(motion_grid=1)(latents[..., :6], t, text, mask).shape == (2, 8, 3, 8, 6)
 
 
+def test_bf16_runs_close_to_fp32():
+    model = _tiny(depth=2)
+    _perturb_(model, seed=11)
+    half = _tiny(depth=2)
+    half.load_state_dict(model.state_dict())
+    half = half.to(torch.bfloat16)
+    x = _tiny_inputs(f=2)
+    with torch.no_grad():
+        ref, out = model(*x), half(*x)
+    assert out.dtype == torch.bfloat16
+    assert (out.float() - ref).abs().max() < 0.05 * ref.abs().max()
+
+
 @pytest.mark.slow
 def test_torch_compile_matches_eager():
     model = _tiny(depth=2)
     _perturb_(model, seed=10)
     x = _tiny_inputs(f=2)
-    compiled = torch.compile(model)
+    compiled = torch.compile(model, fullgraph=True)  # no graph breaks in the model's forward
     with torch.no_grad():
         torch.testing.assert_close(compiled(*x), model(*x), atol=1e-5, rtol=1e-5)
