@@ -53,6 +53,7 @@ class Scorers:
 
 def build_scorers(names: Sequence[str] = SCORERS, motion_backend: str = "opencv",
                   raft_weights: str | os.PathLike | None = None, raft_model: str = "small",
+                  raft_flow_updates: int = 12,
                   clip_model: str = "ViT-L-14", clip_weights: str | None = None,
                   aesthetic_head: str | os.PathLike | None = None, device: str = "cpu",
                   opencv_flow: str = "dis", motion_work_size: int = DEFAULT_WORK_SIZE,
@@ -63,7 +64,8 @@ def build_scorers(names: Sequence[str] = SCORERS, motion_backend: str = "opencv"
 
     Args:
         motion_backend: "opencv" (no weights; `opencv_flow` "dis" or "farneback") or "raft" (needs
-            `raft_weights`, a local state-dict file for torchvision's `raft_model` "small" or "large").
+            `raft_weights`, a local state-dict file for torchvision's `raft_model` "small" or "large";
+            `raft_flow_updates` recurrent refinements per pair).
         clip_model, clip_weights: open_clip model name and its weights (local checkpoint path or
             pretrained tag); `aesthetic_head`: path to the improved-aesthetic-predictor head.
         text_frames, aesthetic_frames: frames per clip run through OCR / CLIP (evenly spread over the
@@ -94,7 +96,8 @@ def build_scorers(names: Sequence[str] = SCORERS, motion_backend: str = "opencv"
         else:
             from .motion import RaftMotion
 
-            out.fns["motion"] = RaftMotion(raft_weights, raft_model, device, work_size=motion_work_size)
+            out.fns["motion"] = RaftMotion(raft_weights, raft_model, device, work_size=motion_work_size,
+                                           num_flow_updates=raft_flow_updates)
     if "text" in names:
         try:
             from .text import TextAreaScorer
