@@ -261,3 +261,17 @@ def test_torch_compile_matches_eager():
     compiled = torch.compile(model, fullgraph=True)  # no graph breaks in the model's forward
     with torch.no_grad():
         torch.testing.assert_close(compiled(*x), model(*x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_triton_backend_matches_sdpa():
+    """The whole model on the Triton kernels (interpreted on the CPU) against the SDPA path."""
+    pytest.importorskip("ea_dit.kernels.flash_attention")
+    pytest.importorskip("ea_dit.kernels.temporal_attention")
+    model = _tiny(depth=1, long_skip=False)
+    _perturb_(model, seed=12)
+    x = _tiny_inputs(b=1, f=2)
+    with torch.no_grad():
+        expected = model(*x)
+        model.set_attention_backend("triton")
+        torch.testing.assert_close(model(*x), expected, atol=1e-4, rtol=1e-4)

@@ -294,7 +294,7 @@ class VideoDiT(nn.Module):
             config = VideoDiTConfig.from_dict({**config_from_pixart(raw, config_file), **overrides})
             model = cls(config)
             state = convert_pixart_state_dict(load_diffusers_weights(folder), config)
-            fresh = ("long_skips.", ".motion_module.")
+            fresh = True  # PixArt has no motion modules or skips: they stay freshly (zero-)initialised
         elif class_name in (None, cls.__name__):
             config = VideoDiTConfig.from_dict({**raw, **overrides})
             model = cls(config)
@@ -302,12 +302,13 @@ class VideoDiT(nn.Module):
             if not weights.is_file():
                 raise FileNotFoundError(f"{weights} does not exist (config.json is there)")
             state = load_file(weights)
-            fresh = ()
+            fresh = False
         else:
             raise ValueError(f"{config_file} describes a {class_name!r}; VideoDiT loads its own folders and "
                              "diffusers PixArtTransformer2DModel folders")
         missing, unexpected = model.load_state_dict(state, strict=False)
-        bad_missing = [k for k in missing if not any(s in k or k.startswith(s) for s in fresh)]
+        bad_missing = [k for k in missing
+                       if not (fresh and (k.startswith("long_skips.") or ".motion_module." in k))]
         if bad_missing or unexpected:
             raise ValueError(f"weights in {folder} do not match the config: missing {bad_missing[:8]}"
                              f"{'...' if len(bad_missing) > 8 else ''}, unexpected {unexpected[:8]}"
