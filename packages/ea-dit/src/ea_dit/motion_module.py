@@ -36,16 +36,15 @@ from torch import nn
 from ea_dit.attention import temporal_attention
 
 
-def temporal_position_table(max_len: int, dim: int) -> torch.Tensor:
-    """(max_len, dim) sinusoidal table, interleaved: `pe[t, 2i] = sin(t w_i)`, `pe[t, 2i+1] = cos(t w_i)`."""
+def temporal_position_table(num_frames: int, dim: int, device: torch.device | None = None) -> torch.Tensor:
+    """(num_frames, dim) fp32 sinusoids, interleaved: `pe[t, 2i] = sin(t w_i)`, `pe[t, 2i+1] = cos(t w_i)`,
+    `w_i = 10000^(-2i/dim)`. Rows are the first rows of EasyAnimate's 4096-frame table."""
     if dim % 2:
         raise ValueError(f"temporal position encoding needs an even dimension, got {dim}")
-    position = torch.arange(max_len, dtype=torch.float32)[:, None]
-    div = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    pe = torch.zeros(max_len, dim)
-    pe[:, 0::2] = torch.sin(position * div)
-    pe[:, 1::2] = torch.cos(position * div)
-    return pe
+    position = torch.arange(num_frames, dtype=torch.float32, device=device)[:, None]
+    div = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32, device=device) * (-math.log(10000.0) / dim))
+    angles = position * div  # (F, dim/2)
+    return torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1).flatten(1)
 
 
 class FP32LayerNorm(nn.LayerNorm):
@@ -95,7 +94,7 @@ class MotionModule(nn.Module):
         num_heads: temporal attention heads (8 in EasyAnimate).
         grid: Grid Reshape cell size g (2 in EasyAnimate V1; 1 = per-token temporal attention).
         num_layers: temporal self-attentions before the feed-forward (2).
-        max_len: frames the temporal position table covers (4096).
+        max_len: most frames the temporal position encoding accepts (4096, EasyAnimate's table length).
         norm_groups: groups of the input GroupNorm (32).
         attention_backend: "sdpa" | "xformers" | "triton".
     """
@@ -118,7 +117,6 @@ class MotionModule(nn.Module):
         self.ff_norm = FP32LayerNorm(dim)
         self.ff = GEGLU(dim)
         self.proj_out = nn.Linear(dim, dim)
-        self.register_buffer("pos_table", temporal_position_table(max_len, dim), persistent=False)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -136,7 +134,9 @@ class MotionModule(nn.Module):
         # GroupNorm per frame, over the frame's tokens, as on (b f) c h w in the reference
         h = self.norm(rearrange(x, "n l c -> n c l"))
         h = self.proj_in(rearrange(h, "n c l -> n l c"))
-        pos = self.pos_table[:num_frames].to(h.dtype)  # (F, C)
+        # computed per call (F x C is tiny) rather than stored: a 4096-row table per module would cost
+        # ~19 MB each at C = 1152; max_len only bounds the frame count, as in the reference
+        pos = temporal_position_table(num_frames, self.dim, device=h.device).to(h.dtype)  # (F, C)
         for norm, attn in zip(self.attn_norms, self.attns):
             hn = norm(h)
             hn = (rearrange(hn, "(b f) l c -> b f l c", f=num_frames) + pos[None, :, None]).flatten(0, 1)
