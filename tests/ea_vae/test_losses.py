@@ -243,3 +243,34 @@ def test_last_decoder_weight_picks_output_conv():
     assert last_decoder_weight(toy) is toy.decoder[2].weight
     with pytest.raises(ValueError, match="decoder"):
         last_decoder_weight(nn.Linear(2, 2))
+
+
+@pytest.mark.slow
+def test_one_training_step_with_slice_vae():
+    """End to end on a tiny SliceVAE: the loss's KL term agrees with DiagonalGaussian.kl(), the adaptive
+    weight is taken at decoder.conv_out, and each optimiser only moves its own parameters."""
+    from ea_vae import SliceVAE, SliceVAEConfig
+
+    torch.manual_seed(0)
+    vae = SliceVAE(SliceVAEConfig.tiny()).train()
+    loss_fn = VAELoss(tiny_loss_config(disc_start=0)).train()
+    x = torch.rand(1, 3, 1, 16, 16) * 2 - 1  # an image keeps the backward pass cheap
+    posterior = vae.encode(x)
+    rec = vae.decode(posterior.sample(torch.Generator().manual_seed(0)))
+    assert last_decoder_weight(vae) is vae.decoder.conv_out.weight
+    g, log = loss_fn.generator_loss(x, rec, posterior, global_step=0, last_layer=last_decoder_weight(vae))
+    assert log["kl_loss"].item() == pytest.approx(posterior.kl().sum().item(), rel=1e-5)
+    opt_g = torch.optim.Adam([*vae.parameters(), *loss_fn.generator_parameters()], lr=1e-3, betas=(0.5, 0.9))
+    opt_d = torch.optim.Adam(loss_fn.discriminator_parameters(), lr=1e-3, betas=(0.5, 0.9))
+    d_before = [p.detach().clone() for p in loss_fn.discriminator_parameters()]
+    opt_g.zero_grad()
+    g.backward()
+    opt_g.step()
+    assert all(torch.equal(a, b) for a, b in zip(d_before, loss_fn.discriminator_parameters()))
+    v_before = [p.detach().clone() for p in vae.parameters()]
+    d, _ = loss_fn.discriminator_loss(x, rec, global_step=0)
+    opt_d.zero_grad()
+    d.backward()
+    opt_d.step()
+    assert all(torch.equal(a, b) for a, b in zip(v_before, vae.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(d_before, loss_fn.discriminator_parameters()))
