@@ -1,9 +1,13 @@
 """ea_data."""
 
 from .buckets import BucketKey, aspect_ratio_buckets, nearest_bucket, token_batch_size, token_length_frames
+from .filters import FilterConfig, apply_filters
 from .loader import BucketDataLoader, BucketedVideoDataset, LoaderConfig, make_dataloader
+from .manifest import ClipRecord, append_jsonl, read_jsonl, write_jsonl
+from .pipeline import PipelineConfig
 from .scenes import Scene, detect_scenes, split_scene_clips
 from .scoring import build_scorers, score_clip, split_and_score
+from .shards import ShardConfig, write_shards
 
 __version__ = "0.1.0"
 
@@ -11,5 +15,7 @@ __all__ = [
     "BucketDataLoader", "BucketKey", "BucketedVideoDataset", "LoaderConfig", "aspect_ratio_buckets",
     "make_dataloader", "nearest_bucket", "token_batch_size", "token_length_frames",
     "Scene", "detect_scenes", "split_scene_clips", "build_scorers", "score_clip", "split_and_score",
+    "ClipRecord", "read_jsonl", "write_jsonl", "append_jsonl", "FilterConfig", "apply_filters",
+    "PipelineConfig", "ShardConfig", "write_shards",
     "__version__",
 ]
