@@ -92,6 +92,8 @@ def test_bad_latents_and_model_exit_2(files, tmp_path, capsys):
     assert main(["encode", str(files / "in.mp4"), str(tmp_path / "l.safetensors"), "--model",
                  str(tmp_path / "no_model")]) == 2
     assert "no_model" in capsys.readouterr().err
+    assert main(["encode", str(files / "in.mp4"), str(tmp_path / "l.safetensors"), *model, "--slice-frames", "3"]) == 2
+    assert "--slice-frames 3" in capsys.readouterr().err
 
 
 def test_target_size_rounds_down_to_multiples_of_8():

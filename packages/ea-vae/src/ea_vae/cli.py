@@ -151,8 +151,12 @@ def load_model(args: argparse.Namespace):
     if args.no_slicing:
         vae.disable_slicing()
     else:
-        if args.slice_frames < 1 or args.decode_latents < 1:
-            raise CLIError("--slice-frames and --decode-latents must be >= 1")
+        tc = getattr(vae.config, "temporal_compression", 4)
+        if args.slice_frames < 1 or args.slice_frames % tc:
+            raise CLIError(f"--slice-frames {args.slice_frames}: must be a positive multiple of {tc} "
+                           "(frames per latent)")
+        if args.decode_latents < 1:
+            raise CLIError(f"--decode-latents {args.decode_latents}: must be >= 1")
         vae.enable_slicing(encode_frames=args.slice_frames, decode_latents=args.decode_latents,
                            scheme=args.scheme)
     if args.tile:
