@@ -102,6 +102,7 @@ def test_help(capsys):
     (["run", "IN", "OUT", "--motion-backend", "raft", "--raft-weights", "/no/raft.pth"], "is not a file"),
     (["run", "IN", "OUT", "--min-motion", "30", "--max-motion", "5"], "above max_motion"),
     (["run", "IN", "OUT", "--min-seconds", "12"], "min_seconds <= max_seconds"),
+    (["run", "IN", "OUT", "--motion-backend", "raft", "--raft-weights", "BAD"], "scorer setup failed"),
     (["filter", "/no/m.jsonl", "OUT.jsonl"], "manifest file does not exist"),
     (["filter", "BAD", "OUT.jsonl"], "bad.jsonl:2: invalid JSON"),
 ])

@@ -358,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         a.func(a)
     except (_Fail, InputError, ManifestError) as e:
-        print(f"ea-data {a.command}: error: {e}", file=sys.stderr)
+        msg = " ".join(str(e).split())  # one line, however long the underlying library's message
+        print(f"ea-data {a.command}: error: {msg[:500]}", file=sys.stderr)
         return 2
     return 0

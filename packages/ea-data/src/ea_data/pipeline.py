@@ -229,6 +229,14 @@ def worker_scorers(cfg: ScoreConfig):
     return _WORKER["scorers"][key]
 
 
+def check_scorers(cfg: ScoreConfig):
+    """Build this process's scorers now; a setup failure becomes an :class:`InputError` naming it."""
+    try:
+        return worker_scorers(cfg)
+    except Exception as e:  # noqa: BLE001 - whatever the loader raised, it is a setup problem
+        raise InputError(f"scorer setup failed ({type(e).__name__}: {e})") from e
+
+
 @dataclass(frozen=True)
 class FileTask:
     """One input file for :func:`process_file` (picklable, so it can go to any worker)."""
@@ -254,6 +262,9 @@ def process_file(task: FileTask) -> dict[str, Any]:
     """
     path = Path(task.input_dir) / task.source
     entry = {"source": task.source, "kind": task.kind, "config": task.fingerprint, "skipped": {}}
+    # Outside the per-file error handling: a scorer that cannot be built (a weight file that does not
+    # fit) is a configuration error that must stop the run, not be recorded against every file.
+    scorers = worker_scorers(task.score)
     try:
         entry.update(file_stamp(path))
     except OSError as e:
@@ -262,9 +273,9 @@ def process_file(task: FileTask) -> dict[str, Any]:
         return entry
     try:
         if task.kind == "image":
-            entry["records"], entry["skipped"] = _image_records(path, task)
+            entry["records"], entry["skipped"] = _image_records(path, task, scorers)
         else:
-            entry["records"], entry["skipped"] = _video_records(path, task)
+            entry["records"], entry["skipped"] = _video_records(path, task, scorers)
     except Exception as e:  # noqa: BLE001 - any failure on one input is recorded, never fatal to the run
         entry["records"] = [_error_record(task.source, task.kind, e)]
     return entry
@@ -279,13 +290,13 @@ def _scores(scores: dict) -> dict:
     return {k: scores.get(k) for k in ("motion_score", "text_area", "aesthetic_score")}
 
 
-def _video_records(path: Path, task: FileTask) -> tuple[list[dict], dict]:
+def _video_records(path: Path, task: FileTask, scorers) -> tuple[list[dict], dict]:
     from ea_data.scoring import split_and_score
     from ea_vae.video_io import video_info
 
     info = video_info(path)
     s = task.split
-    scan = split_and_score(path, scorers=worker_scorers(task.score), sample_fps=task.score.sample_fps,
+    scan = split_and_score(path, scorers=scorers, sample_fps=task.score.sample_fps,
                            detector=s.detector, threshold=s.threshold, min_scene_len=s.min_scene_len,
                            min_seconds=s.min_seconds, max_seconds=s.max_seconds, split_long=s.split_long)
     common = {"fps": info.fps, "width": info.width, "height": info.height}
@@ -303,7 +314,7 @@ def _span(scene) -> dict:
             "start_time": round(scene.start_time, 6), "end_time": round(scene.end_time, 6)}
 
 
-def _image_records(path: Path, task: FileTask) -> tuple[list[dict], dict]:
+def _image_records(path: Path, task: FileTask, scorers) -> tuple[list[dict], dict]:
     """An image is one record; text and aesthetic scorers run on it (motion needs two frames)."""
     import cv2
     import numpy as np
@@ -314,7 +325,6 @@ def _image_records(path: Path, task: FileTask) -> tuple[list[dict], dict]:
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
         raise OSError(f"{path}: not a readable image")
-    scorers = worker_scorers(task.score)
     rgb = fit_max_side(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), DEFAULT_MAX_SIDE)
     scores = score_frames(np.ascontiguousarray(rgb)[None], scorers)
     scores["motion_score"] = None
@@ -509,6 +519,8 @@ def run(input_dir: str | os.PathLike, output_dir: str | os.PathLike, config: Pip
     sources = _part_sources(inputs, cfg.shard_index, cfg.num_shards)
     own_executor = executor is None
     executor = executor or LocalExecutor(cfg.workers)
+    if isinstance(executor, LocalExecutor) and executor.workers == 1:
+        check_scorers(cfg.score)  # built here once and reused for every file
     try:
         entries, stats = scan_files(sources, input_dir, cfg, executor, paths["scan_log"], on_file_done)
         records = apply_filter_stage([r for e in entries for r in e["records"]], cfg.filter, cfg.progress)
@@ -572,7 +584,7 @@ def score_source(task: ScoreTask) -> dict[str, Any]:
         try:
             if task.kind == "image":
                 rec = _image_records(path, FileTask(task.source, "image", task.input_dir, SplitConfig(),
-                                                    task.score, ""))[0][0]
+                                                    task.score, ""), scorers)[0][0]
                 scores = _scores(rec)
             else:
                 from ea_data.scoring import score_clip
