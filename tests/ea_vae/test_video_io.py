@@ -7,6 +7,7 @@ import torch
 from ea_vae.video_io import (
     VideoReadError,
     frames_to_tensor,
+    iter_frames,
     read_video,
     tensor_to_frames,
     video_info,
@@ -40,6 +41,15 @@ def test_time_range_and_fps(ramp):
     sub, fps = read_video(path, fps=5)
     assert fps == 5
     np.testing.assert_allclose(sub[:, 0, 0, 0], np.arange(0, 30, 3) * 8, atol=3)
+
+
+def test_scaled_and_selected_decoding(ramp):
+    path, frames = ramp
+    small, _ = read_video(path, size=(24, 16))
+    assert small.shape == (30, 16, 24, 3)
+    np.testing.assert_allclose(small[:, 5, 5, 0], frames[:, 0, 0, 0], atol=3)
+    kept = [t for t, _ in iter_frames(path, keep=lambda i, t: i % 10 == 0)]
+    assert kept == pytest.approx([0.0, 10 / 15, 20 / 15])
 
 
 def test_gif(tmp_path, ramp):

@@ -7,7 +7,7 @@ Frames are numpy arrays `(F, H, W, 3)` uint8 RGB; model tensors are `(3, F, H, W
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -79,10 +79,14 @@ def video_info(path: str | os.PathLike) -> VideoInfo:
 
 
 def iter_frames(path: str | os.PathLike, start_time: float = 0.0, end_time: float | None = None,
-                fps: float | None = None) -> Iterator[tuple[float, Any]]:
+                fps: float | None = None, size: tuple[int, int] | None = None,
+                keep: Callable[[int, float], bool] | None = None) -> Iterator[tuple[float, Any]]:
     """Decode frames in `[start_time, end_time)` one at a time, yielding `(time_s, (H, W, 3) uint8)`.
 
     With `fps` set, frames are subsampled to about that rate (nearest decoded frame to each tick).
+    `size=(width, height)` scales frames in the same step as the YUV -> RGB conversion (much cheaper
+    than converting at full size and resizing after). `keep(index, time)` (index counts frames from
+    `start_time`) can skip frames before any conversion; skipped frames are still decoded.
     Decoding starts at the keyframe before `start_time` (a seek), so clips of long videos are cheap.
     Raises :class:`VideoReadError` naming the file when it cannot be opened or decoded.
     """
@@ -94,6 +98,9 @@ def iter_frames(path: str | os.PathLike, start_time: float = 0.0, end_time: floa
             container.seek(int(start_time / stream.time_base), stream=stream, backward=True)
         next_tick = start_time
         step = 1.0 / fps if fps else 0.0
+        index = -1
+        convert = {"format": "rgb24"} if size is None else {"format": "rgb24", "width": int(size[0]),
+                                                             "height": int(size[1])}
         try:
             for frame in container.decode(stream):
                 if frame.pts is None:
@@ -107,7 +114,10 @@ def iter_frames(path: str | os.PathLike, start_time: float = 0.0, end_time: floa
                     continue
                 if fps:
                     next_tick += step * max(1, int((t - next_tick) / step + 1e-9) + 1)
-                yield t, frame.to_ndarray(format="rgb24")
+                index += 1
+                if keep is not None and not keep(index, t):
+                    continue
+                yield t, frame.to_ndarray(**convert)
         except _av().error.FFmpegError as e:
             raise VideoReadError(f"{path}: decoding failed ({type(e).__name__}: {e})") from e
     finally:
@@ -115,15 +125,16 @@ def iter_frames(path: str | os.PathLike, start_time: float = 0.0, end_time: floa
 
 
 def read_video(path: str | os.PathLike, start_time: float = 0.0, end_time: float | None = None,
-               fps: float | None = None, max_frames: int | None = None):
+               fps: float | None = None, max_frames: int | None = None, size: tuple[int, int] | None = None):
     """Decode a video (or a time range of it) into `(F, H, W, 3)` uint8 RGB frames.
 
-    Returns `(frames, fps)` where fps is the rate of the returned frames.
+    `size=(width, height)` scales while converting. Returns `(frames, fps)` where fps is the rate of
+    the returned frames.
     """
     import numpy as np
 
     frames = []
-    for _, frame in iter_frames(path, start_time, end_time, fps):
+    for _, frame in iter_frames(path, start_time, end_time, fps, size):
         frames.append(frame)
         if max_frames is not None and len(frames) >= max_frames:
             break
@@ -162,7 +173,10 @@ def write_video(path: str | os.PathLike, frames, fps: float, crf: int = 18) -> P
             stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
             stream.options = {"crf": str(crf), "preset": "medium"}
         for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            # Convert here rather than inside the encoder: byte-identical files for identical frames.
+            vf = vf if gif else vf.reformat(format="yuv420p")
+            for packet in stream.encode(vf):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)

@@ -1,0 +1,196 @@
+"""Train the Slice VAE on WebDataset shards with L1 + perceptual + KL + hinge-GAN losses.
+
+    uv run apps/train_vae --data runs/demo/data/shards --out runs/demo/vae
+
+Follows the EasyAnimate VAE recipe (Adam, betas (0.5, 0.9), lr 1e-4, KL weight 1e-6, discriminators
+from --disc-start with an adaptive weight); `--decoder-only` freezes the encoder (the paper's second
+stage). The perceptual loss needs LPIPS/VGG weights from a local file (--perceptual-weights); without
+them it is switched off rather than run with random weights. Checkpoints (VAE, discriminators,
+optimizers, data position, RNG) go to `<out>/checkpoints/` and a rerun with the same --out resumes.
+At the end the VAE is saved to `<out>/final` (SliceVAE.from_pretrained folder), with a loss plot and
+reconstructions (input | output side by side, mp4 + gif) and their PSNR/SSIM in `<out>/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _shared import (  # noqa: E402
+    LossLog,
+    endless_batches,
+    latest_checkpoint,
+    load_checkpoint,
+    pick_device,
+    plot_metrics,
+    save_checkpoint,
+    video_loader,
+)
+
+
+@dataclass
+class TrainVAEConfig:
+    data: str = "runs/demo/data/shards"  # folder of .tar shards (ea-data output)
+    out: str = "runs/train_vae"
+    vae: str | None = None  # start from a SliceVAE / diffusers AutoencoderKLMagvit folder
+    model: str = "tiny"  # size preset when --vae is not given: tiny | base (the released V5.1 layout)
+    latent_channels: int = 4
+    channels: str = ""  # block_out_channels override, e.g. "16,16,32,32" (empty: the preset's)
+    steps: int = 100
+    batch_size: int = 2
+    frames: int = 9
+    frame_stride: int = 1
+    size: int = 64
+    image_video_ratio: float = 0.25  # image batches per video batch
+    lr: float = 1e-4
+    kl_weight: float = 1e-6
+    disc_start: int = 50001
+    perceptual_weights: str | None = None  # LPIPS weight file(s), comma separated
+    decoder_only: bool = False
+    grad_clip: float = 1.0
+    device: str = "auto"
+    num_workers: int = 0
+    seed: int = 0
+    log_every: int = 5
+    save_every: int = 50
+
+
+def parse_args(argv=None) -> TrainVAEConfig:
+    p = argparse.ArgumentParser(prog="uv run apps/train_vae", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    helps = {"model": "size preset when --vae is not given: tiny (CPU demo) or base (EasyAnimate V5.1 layout)",
+             "disc_start": "step at which the discriminators switch on (default 50001, as the reference)",
+             "perceptual_weights": "LPIPS VGG16 trunk and heads, local file(s) comma separated; "
+                                   "without it the perceptual term is off"}
+    for f in fields(TrainVAEConfig):
+        name = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            p.add_argument(name, action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            kind = {"int": int, "float": float}.get(f.type, str)
+            p.add_argument(name, type=kind, default=f.default, help=helps.get(f.name, f"default: {f.default}"))
+    cfg = TrainVAEConfig(**vars(p.parse_args(argv)))
+    if cfg.model not in ("tiny", "base"):
+        p.error(f"--model must be 'tiny' or 'base', got {cfg.model!r}")
+    return cfg
+
+
+def train(cfg: TrainVAEConfig) -> Path:
+    from tqdm import tqdm
+
+    from ea_vae import SliceVAE, SliceVAEConfig
+    from ea_vae.losses import VAELoss, VAELossConfig, last_decoder_weight
+    from ea_vae.metrics import psnr, ssim
+
+    torch.manual_seed(cfg.seed)
+    device = pick_device(cfg.device)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    if cfg.vae:
+        vae = SliceVAE.from_pretrained(cfg.vae)
+    else:
+        preset = SliceVAEConfig.tiny if cfg.model == "tiny" else SliceVAEConfig
+        overrides = {"block_out_channels": tuple(int(c) for c in cfg.channels.split(","))} if cfg.channels else {}
+        vae = SliceVAE(preset(latent_channels=cfg.latent_channels, **overrides))
+    vae = vae.to(device).train()
+    weights = tuple(cfg.perceptual_weights.split(",")) if cfg.perceptual_weights else None
+    if weights is None:
+        print("train_vae: no --perceptual-weights given: the perceptual (LPIPS) term is off")
+    loss_cfg = VAELossConfig(kl_weight=cfg.kl_weight, disc_start=cfg.disc_start, perceptual_weights=weights,
+                             perceptual_weight=1.0 if weights else 0.0,
+                             disc_norm_groups=8 if cfg.model == "tiny" else 32,
+                             disc_2d_channels=16 if cfg.model == "tiny" else 64,
+                             disc_3d_channels=(16, 32, 32) if cfg.model == "tiny" else (64, 128, 256))
+    loss_fn = VAELoss(loss_cfg).to(device)
+    if cfg.decoder_only:
+        vae.encoder.requires_grad_(False)
+    g_params = [q for q in vae.parameters() if q.requires_grad] + loss_fn.generator_parameters()
+    opt_g = torch.optim.Adam(g_params, lr=cfg.lr, betas=(0.5, 0.9))
+    opt_d = torch.optim.Adam(loss_fn.discriminator_parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+    loader = video_loader(cfg.data, batch_size=cfg.batch_size, frames=cfg.frames, stride=cfg.frame_stride,
+                          size=cfg.size, image_video_ratio=cfg.image_video_ratio, seed=cfg.seed, num_workers=cfg.num_workers)
+
+    step, ckpt_dir = 0, out / "checkpoints"
+    modules = {"vae": vae, "loss": loss_fn}
+    optimizers = {"opt_g": opt_g, "opt_d": opt_d}
+    if (ck := latest_checkpoint(ckpt_dir)) is not None:
+        state = load_checkpoint(ck, modules, optimizers)
+        step = state["step"]
+        loader.load_state_dict(state["loader"])
+        print(f"resumed from {ck} at step {step}")
+    log = LossLog(out / "metrics.jsonl", resume_step=step)
+    bar = tqdm(total=cfg.steps, initial=step, desc="train_vae", unit="step")
+    for batch in endless_batches(loader) if step < cfg.steps else ():
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # per step: resume-exact
+        x = batch["pixel_values"].to(device)
+        posterior = vae.encode(x)
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=g).to(device)
+        x_hat = vae.decode(z)
+        loss, logs = loss_fn.generator_loss(x, x_hat, posterior, step, last_decoder_weight(vae))
+        opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(g_params, cfg.grad_clip)
+        opt_g.step()
+        if step >= cfg.disc_start:
+            d_loss, d_logs = loss_fn.discriminator_loss(x, x_hat.detach(), step)
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            logs.update(d_logs)
+        step += 1
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            with torch.no_grad():
+                metrics = {"psnr": psnr(x_hat.clamp(-1, 1), x).mean().item()}
+            log.write(step, **metrics, **{k: v.item() for k, v in logs.items() if v.numel() == 1})
+            bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{metrics['psnr']:.2f}")
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            save_checkpoint(ckpt_dir, step, modules, optimizers,
+                            {"loader": loader.state_dict(), "config": asdict(cfg)})
+        if step >= cfg.steps:
+            break
+    bar.close()
+    log.close()
+    final = vae.save_pretrained(out / "final")
+    plot_metrics(out / "metrics.jsonl", out / "loss.png")
+    report = reconstruct_samples(vae.eval(), x[:2].detach(), out / "samples", psnr, ssim)
+    print(f"saved {final}; reconstructions in {out / 'samples'}: " + json.dumps(report))
+    return Path(final)
+
+
+@torch.no_grad()
+def reconstruct_samples(vae, x: torch.Tensor, out: Path, psnr, ssim) -> dict:
+    """Write input | reconstruction side by side (mp4 + gif) and return PSNR / SSIM of the batch."""
+    from ea_vae.video_io import tensor_to_frames, write_video
+
+    vae.enable_slicing()
+    x_hat = vae.decode(vae.encode(x).mode()).clamp(-1, 1)
+    out.mkdir(parents=True, exist_ok=True)
+    for i, (a, b) in enumerate(zip(x, x_hat)):
+        frames = tensor_to_frames(torch.cat([a, b], dim=-1))
+        write_video(out / f"recon_{i}.mp4", frames, fps=8)
+        write_video(out / f"recon_{i}.gif", frames, fps=8)
+    report = {"psnr": round(psnr(x_hat, x).mean().item(), 3), "ssim": round(ssim(x_hat, x).mean().item(), 4)}
+    (out / "metrics.json").write_text(json.dumps(report))
+    return report
+
+
+def main(argv=None) -> int:
+    cfg = parse_args(argv)
+    if not Path(cfg.data).exists():
+        print(f"error: --data {cfg.data} does not exist (run `uv run apps/demo` to build the demo shards)",
+              file=sys.stderr)
+        return 2
+    train(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,97 @@
+"""The apps: checkpoints, metric logs, resumable training equal to uninterrupted training, generation."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from .conftest import load_app
+
+shared = load_app("_shared")
+
+
+def test_checkpoint_round_trip_and_pruning(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    for step in (1, 2, 3):
+        shared.save_checkpoint(tmp_path, step, {"m": model}, {"o": opt}, {"note": "x"}, keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-0000002", "step-0000003"]
+    assert shared.latest_checkpoint(tmp_path).name == "step-0000003"
+    fresh = torch.nn.Linear(3, 2)
+    fresh_opt = torch.optim.Adam(fresh.parameters(), lr=0.1)
+    state = shared.load_checkpoint(tmp_path / "step-0000003", {"m": fresh}, {"o": fresh_opt})
+    assert state == {"note": "x", "step": 3}
+    torch.testing.assert_close(fresh.weight, model.weight, rtol=0, atol=0)
+    torch.testing.assert_close(fresh_opt.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    # An interrupted save (only a temp folder) is never taken for a checkpoint.
+    (tmp_path / ".tmp-step-0000009-1").mkdir()
+    (tmp_path / "step-0000010").mkdir()
+    assert shared.latest_checkpoint(tmp_path).name == "step-0000003"
+
+
+def test_loss_log_truncates_on_resume(tmp_path):
+    log = shared.LossLog(tmp_path / "m.jsonl")
+    for step in range(1, 6):
+        log.write(step, loss=1.0 / step)
+    log.close()
+    with open(tmp_path / "m.jsonl", "a") as f:
+        f.write('{"step": 6, "lo')  # cut off by a kill
+    log = shared.LossLog(tmp_path / "m.jsonl", resume_step=3)
+    log.write(4, loss=9.0)
+    log.close()
+    rows = shared.read_metrics(tmp_path / "m.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and rows[-1]["loss"] == 9.0
+    png = shared.plot_metrics(tmp_path / "m.jsonl", tmp_path / "m.png")
+    assert png.stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_train_dit_resume_equals_uninterrupted(tmp_path, tiny_shards, tiny_models):
+    app = load_app("train_dit")
+
+    def run(out, steps):
+        cfg = app.parse_args(["--data", str(tiny_shards), "--vae", str(tiny_models["vae"]), "--text-encoder",
+                              str(tiny_models["text_encoder"]), "--out", str(out), "--steps", str(steps),
+                              "--size", "64", "--frames", "5", "--save-every", "2", "--log-every", "1",
+                              "--sample-steps", "0", "--batch-size", "2"])
+        return app.train(cfg)
+
+    whole = load_file(run(tmp_path / "a", 4) / "model.safetensors")
+    run(tmp_path / "b", 2)
+    resumed = load_file(run(tmp_path / "b", 4) / "model.safetensors")
+    assert whole.keys() == resumed.keys()
+    for k in whole:
+        torch.testing.assert_close(resumed[k], whole[k], rtol=0, atol=0, msg=k)
+    rows = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    ref = [json.loads(x)["loss"] for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in rows] == ref
+
+
+@pytest.mark.slow
+def test_generate_app_writes_videos(tmp_path, tiny_models):
+    from ea_dit import VideoDiT, VideoDiTConfig
+
+    torch.manual_seed(0)
+    VideoDiT(VideoDiTConfig.tiny(caption_channels=32)).save_pretrained(tmp_path / "dit")
+    app = load_app("generate")
+    args = ["--dit", str(tmp_path / "dit"), "--vae", str(tiny_models["vae"]), "--text-encoder",
+            str(tiny_models["text_encoder"]), "--prompt", "a red ball", "--prompt", "a blue cube",
+            "--frames", "5", "--height", "32", "--width", "64", "--steps", "3", "--out", str(tmp_path / "out")]
+    assert app.main(args) == 0
+    from ea_vae.video_io import read_video
+
+    mp4s = sorted((tmp_path / "out").glob("*.mp4"))
+    assert [p.name for p in mp4s] == ["00-a_red_ball.mp4", "01-a_blue_cube.mp4"]
+    assert read_video(mp4s[0])[0].shape == (5, 32, 64, 3)
+    assert len(list((tmp_path / "out").glob("*.gif"))) == 2
+    # Same seed -> same video; the DiT output depends on the prompt.
+    assert app.main(args[:-1] + [str(tmp_path / "again")]) == 0
+    a, b = read_video(mp4s[0])[0], read_video(tmp_path / "again" / mp4s[0].name)[0]
+    assert (a == b).all()
+    bad = [*args[:-1], str(tmp_path / "bad")]
+    bad[bad.index("--frames") + 1] = "6"
+    assert app.main(bad) == 2
