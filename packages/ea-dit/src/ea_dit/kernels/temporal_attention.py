@@ -70,17 +70,24 @@ def temporal_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
 
 
 @triton.jit
-def _token_offsets(seq, t, frames, WIDTH, CELLS_H, CELLS_W, stride_frame, stride_token, G: tl.constexpr):
-    """Element offsets of positions `t` (vector) of sequence `seq` in a (frames*B, N, ...) tensor."""
+def _seq_offset(seq, frames, WIDTH, CELLS_H, CELLS_W, stride_frame, stride_token, G: tl.constexpr):
+    """Element offset (int64 scalar) of position 0 of sequence `seq` = (b, hh, ww)."""
     b = seq // (CELLS_H * CELLS_W)
     hh = (seq // CELLS_W) % CELLS_H
     ww = seq % CELLS_W
+    return (b * frames).to(tl.int64) * stride_frame + ((hh * WIDTH + ww) * G).to(tl.int64) * stride_token
+
+
+@triton.jit
+def _pos_offsets(t, WIDTH, stride_frame, stride_token, G: tl.constexpr):
+    """Offsets (int32, relative to the sequence's first token) of positions `t` = (f, n, m).
+
+    int32 keeps the pointer tiles small in registers; the wrapper checks that one sequence's span fits.
+    """
     f = t // (G * G)
     n = (t // G) % G
     m = t % G
-    frame = b * frames + f
-    token = (hh * G + n) * WIDTH + ww * G + m
-    return frame.to(tl.int64) * stride_frame + token.to(tl.int64) * stride_token
+    return f * stride_frame + (n * WIDTH + m) * stride_token
 
 
 @triton.jit
@@ -103,9 +110,13 @@ def _attn_fwd(
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
     m_ok = offs_m < T_Q
+    Q += _seq_offset(seq, FRAMES_Q, WIDTH, CELLS_H, CELLS_W, stride_q0, stride_q1, G) + head * stride_q2
+    K += _seq_offset(seq, FRAMES_K, WIDTH, CELLS_H, CELLS_W, stride_k0, stride_k1, G) + head * stride_k2
+    V += _seq_offset(seq, FRAMES_K, WIDTH, CELLS_H, CELLS_W, stride_v0, stride_v1, G) + head * stride_v2
+    OUT += _seq_offset(seq, FRAMES_Q, WIDTH, CELLS_H, CELLS_W, stride_o0, stride_o1, G) + head * stride_o2
 
-    q_offs = _token_offsets(seq, offs_m, FRAMES_Q, WIDTH, CELLS_H, CELLS_W, stride_q0, stride_q1, G)
-    q = tl.load(Q + head * stride_q2 + q_offs[:, None] + offs_d[None, :], mask=m_ok[:, None] & d_ok[None, :],
+    q_offs = _pos_offsets(offs_m, WIDTH, stride_q0, stride_q1, G)
+    q = tl.load(Q + q_offs[:, None] + offs_d[None, :], mask=m_ok[:, None] & d_ok[None, :],
                 other=0.0)
     if UPCAST:
         q = q.to(tl.float32)
@@ -117,10 +128,10 @@ def _attn_fwd(
         offs_n = start_n + tl.arange(0, BLOCK_N)
         n_ok = offs_n < T_K
         kv_mask = n_ok[:, None] & d_ok[None, :]
-        k_offs = _token_offsets(seq, offs_n, FRAMES_K, WIDTH, CELLS_H, CELLS_W, stride_k0, stride_k1, G)
-        v_offs = _token_offsets(seq, offs_n, FRAMES_K, WIDTH, CELLS_H, CELLS_W, stride_v0, stride_v1, G)
-        k = tl.load(K + head * stride_k2 + k_offs[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
-        v = tl.load(V + head * stride_v2 + v_offs[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
+        k_offs = _pos_offsets(offs_n, WIDTH, stride_k0, stride_k1, G)
+        v_offs = _pos_offsets(offs_n, WIDTH, stride_v0, stride_v1, G)
+        k = tl.load(K + k_offs[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
+        v = tl.load(V + v_offs[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
         if UPCAST:
             k = k.to(tl.float32)
             v = v.to(tl.float32)
@@ -146,8 +157,8 @@ def _attn_fwd(
     # +inf logsumexp makes the backward's recomputed probabilities exactly 0 for empty rows
     lse = tl.where(empty, float("inf"), m_i + tl.math.log2(l_div))
     tl.store(LSE + pid_sh.to(tl.int64) * T_Q + offs_m, lse, mask=m_ok)
-    o_offs = _token_offsets(seq, offs_m, FRAMES_Q, WIDTH, CELLS_H, CELLS_W, stride_o0, stride_o1, G)
-    tl.store(OUT + head * stride_o2 + o_offs[:, None] + offs_d[None, :], acc.to(OUT.dtype.element_ty),
+    o_offs = _pos_offsets(offs_m, WIDTH, stride_o0, stride_o1, G)
+    tl.store(OUT + o_offs[:, None] + offs_d[None, :], acc.to(OUT.dtype.element_ty),
              mask=m_ok[:, None] & d_ok[None, :])
 
 
@@ -167,10 +178,12 @@ def _attn_bwd_preprocess(
     offs_d = tl.arange(0, BLOCK_D)
     m_ok = offs_m < T_Q
     mask = m_ok[:, None] & (offs_d < D)[None, :]
-    o_offs = _token_offsets(seq, offs_m, FRAMES_Q, WIDTH, CELLS_H, CELLS_W, stride_o0, stride_o1, G)
-    do_offs = _token_offsets(seq, offs_m, FRAMES_Q, WIDTH, CELLS_H, CELLS_W, stride_do0, stride_do1, G)
-    o = tl.load(OUT + head * stride_o2 + o_offs[:, None] + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
-    do = tl.load(DO + head * stride_do2 + do_offs[:, None] + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
+    OUT += _seq_offset(seq, FRAMES_Q, WIDTH, CELLS_H, CELLS_W, stride_o0, stride_o1, G) + head * stride_o2
+    DO += _seq_offset(seq, FRAMES_Q, WIDTH, CELLS_H, CELLS_W, stride_do0, stride_do1, G) + head * stride_do2
+    o_offs = _pos_offsets(offs_m, WIDTH, stride_o0, stride_o1, G)
+    do_offs = _pos_offsets(offs_m, WIDTH, stride_do0, stride_do1, G)
+    o = tl.load(OUT + o_offs[:, None] + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
+    do = tl.load(DO + do_offs[:, None] + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
     tl.store(DELTA + pid_sh.to(tl.int64) * T_Q + offs_m, tl.sum(o * do, 1), mask=m_ok)
 
 
@@ -197,18 +210,21 @@ def _attn_bwd(
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
     row_base = pid_sh.to(tl.int64) * T_Q
-    Q += head * stride_q2
-    K += head * stride_k2
-    V += head * stride_v2
-    DO += head * stride_do2
+    Q += _seq_offset(seq, FRAMES_Q, WIDTH, CELLS_H, CELLS_W, stride_q0, stride_q1, G) + head * stride_q2
+    K += _seq_offset(seq, FRAMES_K, WIDTH, CELLS_H, CELLS_W, stride_k0, stride_k1, G) + head * stride_k2
+    V += _seq_offset(seq, FRAMES_K, WIDTH, CELLS_H, CELLS_W, stride_v0, stride_v1, G) + head * stride_v2
+    DO += _seq_offset(seq, FRAMES_Q, WIDTH, CELLS_H, CELLS_W, stride_do0, stride_do1, G) + head * stride_do2
+    DQ += _seq_offset(seq, FRAMES_Q, WIDTH, CELLS_H, CELLS_W, stride_dq0, stride_dq1, G) + head * stride_dq2
+    DK += _seq_offset(seq, FRAMES_K, WIDTH, CELLS_H, CELLS_W, stride_dk0, stride_dk1, G) + head * stride_dk2
+    DV += _seq_offset(seq, FRAMES_K, WIDTH, CELLS_H, CELLS_W, stride_dv0, stride_dv1, G) + head * stride_dv2
 
     # ---- phase 1: dK, dV for keys [pid_t*BLOCK_N, +BLOCK_N), looping over all queries
     if pid_t * BLOCK_N < T_K:
         offs_n = pid_t * BLOCK_N + tl.arange(0, BLOCK_N)
         n_ok = offs_n < T_K
         kv_mask = n_ok[:, None] & d_ok[None, :]
-        k_offs = _token_offsets(seq, offs_n, FRAMES_K, WIDTH, CELLS_H, CELLS_W, stride_k0, stride_k1, G)
-        v_offs = _token_offsets(seq, offs_n, FRAMES_K, WIDTH, CELLS_H, CELLS_W, stride_v0, stride_v1, G)
+        k_offs = _pos_offsets(offs_n, WIDTH, stride_k0, stride_k1, G)
+        v_offs = _pos_offsets(offs_n, WIDTH, stride_v0, stride_v1, G)
         k = tl.load(K + k_offs[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
         v = tl.load(V + v_offs[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
         if UPCAST:
@@ -224,8 +240,8 @@ def _attn_bwd(
             offs_m = start_m + tl.arange(0, BLOCK_M)
             m_ok = offs_m < T_Q
             q_mask = m_ok[:, None] & d_ok[None, :]
-            q_offs = _token_offsets(seq, offs_m, FRAMES_Q, WIDTH, CELLS_H, CELLS_W, stride_q0, stride_q1, G)
-            do_offs = _token_offsets(seq, offs_m, FRAMES_Q, WIDTH, CELLS_H, CELLS_W, stride_do0, stride_do1, G)
+            q_offs = _pos_offsets(offs_m, WIDTH, stride_q0, stride_q1, G)
+            do_offs = _pos_offsets(offs_m, WIDTH, stride_do0, stride_do1, G)
             q = tl.load(Q + q_offs[:, None] + offs_d[None, :], mask=q_mask, other=0.0)
             do = tl.load(DO + do_offs[:, None] + offs_d[None, :], mask=q_mask, other=0.0)
             if UPCAST:
@@ -242,11 +258,11 @@ def _attn_bwd(
             ds_t = p_t * (dp_t - delta[None, :])
             dk += tl.dot(ds_t.to(q.dtype), q, input_precision=DOT_PRECISION)
         dk *= sm_scale
-        dk_offs = _token_offsets(seq, offs_n, FRAMES_K, WIDTH, CELLS_H, CELLS_W, stride_dk0, stride_dk1, G)
-        dv_offs = _token_offsets(seq, offs_n, FRAMES_K, WIDTH, CELLS_H, CELLS_W, stride_dv0, stride_dv1, G)
-        tl.store(DK + head * stride_dk2 + dk_offs[:, None] + offs_d[None, :], dk.to(DK.dtype.element_ty),
+        dk_offs = _pos_offsets(offs_n, WIDTH, stride_dk0, stride_dk1, G)
+        dv_offs = _pos_offsets(offs_n, WIDTH, stride_dv0, stride_dv1, G)
+        tl.store(DK + dk_offs[:, None] + offs_d[None, :], dk.to(DK.dtype.element_ty),
                  mask=kv_mask)
-        tl.store(DV + head * stride_dv2 + dv_offs[:, None] + offs_d[None, :], dv.to(DV.dtype.element_ty),
+        tl.store(DV + dv_offs[:, None] + offs_d[None, :], dv.to(DV.dtype.element_ty),
                  mask=kv_mask)
 
     # ---- phase 2: dQ for queries [pid_t*BLOCK_M, +BLOCK_M), looping over all keys
@@ -254,8 +270,8 @@ def _attn_bwd(
         offs_m = pid_t * BLOCK_M + tl.arange(0, BLOCK_M)
         m_ok = offs_m < T_Q
         q_mask = m_ok[:, None] & d_ok[None, :]
-        q_offs = _token_offsets(seq, offs_m, FRAMES_Q, WIDTH, CELLS_H, CELLS_W, stride_q0, stride_q1, G)
-        do_offs = _token_offsets(seq, offs_m, FRAMES_Q, WIDTH, CELLS_H, CELLS_W, stride_do0, stride_do1, G)
+        q_offs = _pos_offsets(offs_m, WIDTH, stride_q0, stride_q1, G)
+        do_offs = _pos_offsets(offs_m, WIDTH, stride_do0, stride_do1, G)
         q = tl.load(Q + q_offs[:, None] + offs_d[None, :], mask=q_mask, other=0.0)
         do = tl.load(DO + do_offs[:, None] + offs_d[None, :], mask=q_mask, other=0.0)
         if UPCAST:
@@ -268,8 +284,8 @@ def _attn_bwd(
             offs_n = start_n + tl.arange(0, BLOCK_N)
             n_ok = offs_n < T_K
             kv_mask = n_ok[:, None] & d_ok[None, :]
-            k_offs = _token_offsets(seq, offs_n, FRAMES_K, WIDTH, CELLS_H, CELLS_W, stride_k0, stride_k1, G)
-            v_offs = _token_offsets(seq, offs_n, FRAMES_K, WIDTH, CELLS_H, CELLS_W, stride_v0, stride_v1, G)
+            k_offs = _pos_offsets(offs_n, WIDTH, stride_k0, stride_k1, G)
+            v_offs = _pos_offsets(offs_n, WIDTH, stride_v0, stride_v1, G)
             k = tl.load(K + k_offs[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
             v = tl.load(V + v_offs[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
             if UPCAST:
@@ -286,47 +302,51 @@ def _attn_bwd(
             ds = p * (dp - delta[:, None])
             dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PRECISION)
         dq *= sm_scale
-        dq_offs = _token_offsets(seq, offs_m, FRAMES_Q, WIDTH, CELLS_H, CELLS_W, stride_dq0, stride_dq1, G)
-        tl.store(DQ + head * stride_dq2 + dq_offs[:, None] + offs_d[None, :], dq.to(DQ.dtype.element_ty),
+        dq_offs = _pos_offsets(offs_m, WIDTH, stride_dq0, stride_dq1, G)
+        tl.store(DQ + dq_offs[:, None] + offs_d[None, :], dq.to(DQ.dtype.element_ty),
                  mask=q_mask)
 
 
-# GPU launch configurations. Temporal sequences are short (F*g*g = 64 .. 196), so small query
-# tiles keep enough programs in flight; the autotuner picks per (lengths, head dim, dtype).
-def _fwd_configs():
-    configs = []
-    for bm, bn in ((64, 64), (64, 32), (128, 64), (128, 32), (32, 32)):
-        for warps in (4, 8):
-            for stages in (2, 3, 4):
-                if bm == 32 and warps == 8:
-                    continue
-                configs.append(triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages))
-    return configs
+# GPU launch configurations, (BLOCK_M, BLOCK_N, num_warps) per padded head dim. Chosen from an
+# ahead-of-time compile sweep for sm_90 (bf16; ptxas register/stack report): these compile without
+# register spills, except where noted; larger tiles spill heavily at head dim 144 -> 256.
+# Temporal sequences are short (F*g*g = 64 .. 196), so small query tiles also keep programs in flight.
+_FWD_TILES = {
+    128: ((64, 64, 8), (128, 64, 8), (128, 32, 8), (64, 32, 4), (32, 32, 4)),
+    256: ((32, 32, 8), (64, 32, 8), (32, 64, 8)),
+}
+_BWD_TILES = {
+    128: ((32, 32, 8), (64, 32, 8), (32, 64, 8), (32, 32, 4)),
+    256: ((32, 32, 8), (16, 32, 4), (32, 16, 4), (64, 32, 8)),  # only 32x32x8 is spill-free at 256
+}
+_FWD_STAGES = (2, 3)
+_BWD_STAGES = (1, 2)
 
 
-def _bwd_configs():
-    configs = []
-    for bm, bn in ((32, 64), (64, 64), (32, 128), (64, 128), (32, 32)):
-        for warps in (4, 8):
-            for stages in (2, 3):
-                configs.append(triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages))
-    return configs
+def _configs(tiles: dict, stages: tuple) -> list:
+    unique = sorted({tile for group in tiles.values() for tile in group})
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st)
+            for bm, bn, w in unique for st in stages]
 
 
-def _prune_for_head_dim(configs, named_args, **kwargs):
-    """Drop tiles too big for registers/shared memory at large head dims (e.g. 144 padded to 256)."""
-    block_d = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 64))
-    if block_d <= 128:
-        return configs
-    kept = [c for c in configs if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 64 * 64]
-    return kept or configs
+def _pruner(tiles: dict):
+    def prune(configs, named_args, **kwargs):
+        """Keep the configs of this head-dim bucket whose query tile is not longer than the sequence."""
+        block_d = kwargs["BLOCK_D"]
+        allowed = set(tiles[128 if block_d <= 128 else 256])
+        longest = max(16, next_pow2(named_args["T_Q"]))
+        kept = [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps) in allowed]
+        short = [c for c in kept if c.kwargs["BLOCK_M"] <= longest]
+        return short or kept or configs
+
+    return prune
 
 
 _AUTOTUNE_KEY = ["T_Q", "T_K", "G", "HAS_MASK", "BLOCK_D"]
-_attn_fwd_tuned = triton.autotune(_fwd_configs(), key=_AUTOTUNE_KEY,
-                                  prune_configs_by={"early_config_prune": _prune_for_head_dim})(_attn_fwd)
-_attn_bwd_tuned = triton.autotune(_bwd_configs(), key=_AUTOTUNE_KEY,
-                                  prune_configs_by={"early_config_prune": _prune_for_head_dim})(_attn_bwd)
+_attn_fwd_tuned = triton.autotune(_configs(_FWD_TILES, _FWD_STAGES), key=_AUTOTUNE_KEY,
+                                  prune_configs_by={"early_config_prune": _pruner(_FWD_TILES)})(_attn_fwd)
+_attn_bwd_tuned = triton.autotune(_configs(_BWD_TILES, _BWD_STAGES), key=_AUTOTUNE_KEY,
+                                  prune_configs_by={"early_config_prune": _pruner(_BWD_TILES)})(_attn_bwd)
 
 # Interpreter (CPU) tiles: the smallest tl.dot-able size keeps tests on tiny shapes multi-tile.
 _INTERPRET_BLOCK = 16
@@ -371,6 +391,15 @@ def _strides(t: torch.Tensor) -> tuple[int, int, int]:
     return t.stride(0), t.stride(1), t.stride(2)
 
 
+def _check_int32_span(t: torch.Tensor, frames: int, layout: TokenLayout, name: str) -> None:
+    """Offsets inside one sequence are int32 in the kernels (sequence bases are int64)."""
+    g = layout.grid
+    span = (frames - 1) * abs(t.stride(0)) + ((g - 1) * layout.width + g - 1) * abs(t.stride(1)) + t.shape[3]
+    if span >= 2**31:
+        raise ValueError(f"Triton attention: one sequence of {name} spans {span} elements of memory (shape "
+                         f"{tuple(t.shape)}, strides {t.stride()}); the kernel needs < 2**31 - use backend='sdpa'")
+
+
 def _launch_options(dtype: torch.dtype) -> dict:
     return {
         "UPCAST": interpreting() and dtype == torch.bfloat16,
@@ -395,6 +424,8 @@ class _FlashAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, key_mask, layout: TokenLayout):
         q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
+        for t, frames, name in ((q, layout.frames_q, "q"), (k, layout.frames_k, "k"), (v, layout.frames_k, "v")):
+            _check_int32_span(t, frames, layout, name)
         heads, head_dim = q.shape[2], q.shape[3]
         sm_scale = head_dim ** -0.5
         block_d = max(16, next_pow2(head_dim))
@@ -423,6 +454,7 @@ class _FlashAttention(torch.autograd.Function):
         q, k, v, o, lse, key_mask = ctx.saved_tensors
         layout: TokenLayout = ctx.layout
         do = _last_dim_contiguous(do)
+        _check_int32_span(do, layout.frames_q, layout, "the output gradient")
         heads, head_dim = q.shape[2], q.shape[3]
         block_d = max(16, next_pow2(head_dim))
         rows = layout.num_seq * heads
