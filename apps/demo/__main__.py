@@ -33,11 +33,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="uv run apps/demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
-    p.add_argument("--videos", type=int, default=4, help="synthetic raw videos (default 4, 3 scenes each)")
+    p.add_argument("--videos", type=int, default=6, help="synthetic raw videos (default 6, 3 scenes each)")
     p.add_argument("--vae-steps", type=int, default=60, help="VAE training steps (default 60)")
     p.add_argument("--dit-steps", type=int, default=60, help="DiT training steps (default 60)")
-    p.add_argument("--size", type=int, default=64, help="training resolution in pixels (default 64)")
-    p.add_argument("--frames", type=int, default=9, help="frames per training clip, 1 + 4k (default 9)")
+    p.add_argument("--vae-size", type=int, default=32, help="VAE training resolution in pixels (default 32)")
+    p.add_argument("--size", type=int, default=64, help="DiT training resolution in pixels (default 64)")
+    p.add_argument("--frames", type=int, default=5, help="frames per training clip, 1 + 4k (default 5)")
     p.add_argument("--workers", type=int, default=2, help="curation worker processes (default 2)")
     p.add_argument("--text-encoder", default=None,
                    help="T5 path or hub id; default: a small random T5 built locally (no download)")
@@ -61,27 +62,28 @@ def main(argv=None) -> int:
 
     if not (raw / "metadata.jsonl").exists():
         run("1/7 synthesize", [py, "-m", "ea_data.synthetic", str(raw), "--videos", str(a.videos),
-                               "--images", "4", "--width", "128", "--height", "96"])
+                               "--images", "4", "--width", "256", "--height", "192"])
     if not (data / "manifest.jsonl").exists():
         run("2/7 curate", [py, "-m", "ea_data", "run", str(raw), str(data), "--workers", str(a.workers),
-                           "--scorers", "motion,text,aesthetic", "--shard-size", str(a.size * 2)])
+                           "--shard-max-side", "128"])
     if not (data / ".captioned").exists():
-        run("3/7 caption", [py, "-m", "ea_captions", "--backend", "metadata", "--metadata",
-                            str(raw / "metadata.jsonl"), "--manifest", str(data / "manifest.jsonl"),
-                            "--shards", str(data / "shards")])
+        captioner = ["--backend", "metadata", "--metadata", str(raw / "metadata.jsonl"), "--no-progress"]
+        run("3/7 caption", [py, "-m", "ea_captions", str(data / "manifest.jsonl"), "--root", str(raw),
+                            *captioner])
+        run("3/7 caption", [py, "-m", "ea_captions", "--shards", str(data / "shards"), *captioner])
         (data / ".captioned").write_text("")
     text_encoder = a.text_encoder or str(build_demo_text_encoder(out / "text_encoder"))
     print(f"\n=== 4/7 text encoder: {text_encoder}")
 
-    common = ["--data", str(data / "shards"), "--size", str(a.size), "--frames", str(a.frames),
-              "--device", a.device]
+    common = ["--data", str(data / "shards"), "--frames", str(a.frames), "--device", a.device]
     if not (out / "vae" / "final").exists():
         run("5/7 train VAE", [py, str(APPS / "train_vae"), "--out", str(out / "vae"), "--steps",
-                              str(a.vae_steps), "--disc-start", str(a.vae_steps // 2), *common])
+                              str(a.vae_steps), "--disc-start", str(a.vae_steps // 2), "--size", str(a.vae_size),
+                              "--channels", "16,16,32,32", *common])
     if not (out / "dit" / "final").exists():
         run("6/7 train DiT", [py, str(APPS / "train_dit"), "--out", str(out / "dit"), "--steps",
                               str(a.dit_steps), "--vae", str(out / "vae" / "final"), "--text-encoder",
-                              text_encoder, *common])
+                              text_encoder, "--size", str(a.size), *common])
 
     manifest = [json.loads(x) for x in (data / "manifest.jsonl").read_text().splitlines() if x.strip()]
     summary = {
