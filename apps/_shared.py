@@ -5,6 +5,8 @@ Apps import it after putting `apps/` on `sys.path` (`uv run apps/train_dit` runs
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import math
 import os
@@ -17,6 +19,44 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+# --------------------------------------------------------------------------------------------------
+# configuration
+# --------------------------------------------------------------------------------------------------
+
+
+def parse_config(cls, argv, prog: str, doc: str, helps: dict[str, str] | None = None,
+                 choices: dict[str, tuple] | None = None):
+    """Parse command-line flags into the dataclass `cls`: one `--field-name` flag per field.
+
+    bool fields get `--x/--no-x`; `tuple[str, ...]` fields a repeatable flag; `choices` restricts values.
+    """
+    helps, choices = helps or {}, choices or {}
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in dataclasses.fields(cls):
+        name = "--" + f.name.replace("_", "-")
+        text = helps.get(f.name, f"default: {f.default}")
+        if f.type == "bool":
+            p.add_argument(name, action=argparse.BooleanOptionalAction, default=f.default, help=text)
+        elif f.type.startswith("tuple"):
+            p.add_argument(name, action="append", default=[], help=text + " (repeatable)")
+        else:
+            kind = {"int": int, "float": float}.get(f.type, str)
+            p.add_argument(name, type=kind, default=f.default, choices=choices.get(f.name), help=text)
+    values = vars(p.parse_args(argv))
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def start_run(cfg) -> tuple[torch.device, Path]:
+    """Seed, pick the device, create the output folder and record the config there."""
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "config.json.tmp"
+    tmp.write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    os.replace(tmp, out / "config.json")
+    return pick_device(cfg.device), out
+
 
 # --------------------------------------------------------------------------------------------------
 # checkpoints

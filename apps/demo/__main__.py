@@ -1,4 +1,4 @@
-"""The main job on the built-in default: a tiny end-to-end EasyAnimate run on synthetic data.
+r"""The main job on the built-in default: a tiny end-to-end EasyAnimate run on synthetic data.
 
     uv run apps/demo                       # everything under runs/demo/, a few minutes on a laptop CPU
 

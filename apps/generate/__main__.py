@@ -1,4 +1,4 @@
-"""Generate videos from text with a trained VideoDiT + Slice VAE + T5 text encoder.
+r"""Generate videos from text with a trained VideoDiT + Slice VAE + T5 text encoder.
 
     uv run apps/generate --dit runs/demo/dit/final --vae runs/demo/vae/final \
         --text-encoder runs/demo/text_encoder --prompt "a red circle moves over a striped background"

@@ -1,4 +1,4 @@
-"""Train the EasyAnimate video DiT (PixArt-alpha + motion module) on WebDataset shards.
+r"""Train the EasyAnimate video DiT (PixArt-alpha + motion module) on WebDataset shards.
 
     uv run apps/train_dit --data runs/demo/data/shards --vae runs/demo/vae/final \
         --text-encoder runs/demo/text_encoder --out runs/demo/dit
@@ -14,11 +14,9 @@ to `<out>/final` (VideoDiT.from_pretrained folder), with loss plots and sample v
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -31,11 +29,12 @@ from _shared import (  # noqa: E402
     generate_videos,
     latest_checkpoint,
     load_checkpoint,
-    pick_device,
+    parse_config,
     pixel_multiple,
     plot_metrics,
     save_checkpoint,
     save_videos,
+    start_run,
     video_loader,
 )
 
@@ -73,30 +72,12 @@ class TrainDiTConfig:
 
 
 def parse_args(argv=None) -> TrainDiTConfig:
-    p = argparse.ArgumentParser(prog="uv run apps/train_dit", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
     helps = {"model": "size preset when --dit is not given: tiny (CPU demo) or xl (PixArt-alpha XL/2)",
              "train": "all: every parameter; motion: only the motion modules (V1 stage 2)",
-             "sample_prompts": "prompts to sample at the end (repeatable; default: captions of the first batch)"}
-    for f in fields(TrainDiTConfig):
-        name = "--" + f.name.replace("_", "-")
-        if f.type == "bool":
-            p.add_argument(name, action=argparse.BooleanOptionalAction, default=f.default)
-        elif f.name == "sample_prompts":
-            p.add_argument("--sample-prompt", dest="sample_prompts", action="append", default=[],
-                           help=helps[f.name])
-        else:
-            kind = {"int": int, "float": float}.get(f.type, str)
-            p.add_argument(name, type=kind, default=f.default,
-                           help=helps.get(f.name, f"default: {f.default}"))
-    ns = p.parse_args(argv)
-    ns.sample_prompts = tuple(ns.sample_prompts)
-    cfg = TrainDiTConfig(**vars(ns))
-    if cfg.train not in ("all", "motion"):
-        p.error(f"--train must be 'all' or 'motion', got {cfg.train!r}")
-    if cfg.model not in ("tiny", "xl"):
-        p.error(f"--model must be 'tiny' or 'xl', got {cfg.model!r}")
-    return cfg
+             "sample_prompts": "a prompt to sample at the end (default: captions of the first batch)"}
+    return parse_config(TrainDiTConfig, argv, "uv run apps/train_dit", __doc__, helps,
+                        {"model": ("tiny", "xl"), "train": ("all", "motion"),
+                         "attention_backend": ("sdpa", "xformers", "triton"), "dtype": tuple(DTYPES)})
 
 
 def build_dit(cfg: TrainDiTConfig, latent_channels: int, caption_channels: int, sample_size: int):
@@ -122,12 +103,7 @@ def train(cfg: TrainDiTConfig) -> Path:
     from ea_dit.diffusion import GaussianDiffusion
     from ea_vae import SliceVAE
 
-    torch.manual_seed(cfg.seed)
-    device = pick_device(cfg.device)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
-
+    device, out = start_run(cfg)
     vae = SliceVAE.from_pretrained(cfg.vae).to(device).eval().requires_grad_(False)
     text_encoder = T5TextEncoder.from_pretrained(cfg.text_encoder, device=device)
     caption_channels = text_encoder.model.config.d_model

@@ -1,4 +1,4 @@
-"""Train the Slice VAE on WebDataset shards with L1 + perceptual + KL + hinge-GAN losses.
+r"""Train the Slice VAE on WebDataset shards with L1 + perceptual + KL + hinge-GAN losses.
 
     uv run apps/train_vae --data runs/demo/data/shards --out runs/demo/vae
 
@@ -13,10 +13,9 @@ reconstructions (input | output side by side, mp4 + gif) and their PSNR/SSIM in 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -27,9 +26,10 @@ from _shared import (  # noqa: E402
     endless_batches,
     latest_checkpoint,
     load_checkpoint,
-    pick_device,
+    parse_config,
     plot_metrics,
     save_checkpoint,
+    start_run,
     video_loader,
 )
 
@@ -62,23 +62,11 @@ class TrainVAEConfig:
 
 
 def parse_args(argv=None) -> TrainVAEConfig:
-    p = argparse.ArgumentParser(prog="uv run apps/train_vae", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
     helps = {"model": "size preset when --vae is not given: tiny (CPU demo) or base (EasyAnimate V5.1 layout)",
              "disc_start": "step at which the discriminators switch on (default 50001, as the reference)",
              "perceptual_weights": "LPIPS VGG16 trunk and heads, local file(s) comma separated; "
                                    "without it the perceptual term is off"}
-    for f in fields(TrainVAEConfig):
-        name = "--" + f.name.replace("_", "-")
-        if f.type == "bool":
-            p.add_argument(name, action=argparse.BooleanOptionalAction, default=f.default)
-        else:
-            kind = {"int": int, "float": float}.get(f.type, str)
-            p.add_argument(name, type=kind, default=f.default, help=helps.get(f.name, f"default: {f.default}"))
-    cfg = TrainVAEConfig(**vars(p.parse_args(argv)))
-    if cfg.model not in ("tiny", "base"):
-        p.error(f"--model must be 'tiny' or 'base', got {cfg.model!r}")
-    return cfg
+    return parse_config(TrainVAEConfig, argv, "uv run apps/train_vae", __doc__, helps, {"model": ("tiny", "base")})
 
 
 def train(cfg: TrainVAEConfig) -> Path:
@@ -88,11 +76,7 @@ def train(cfg: TrainVAEConfig) -> Path:
     from ea_vae.losses import VAELoss, VAELossConfig, last_decoder_weight
     from ea_vae.metrics import psnr, ssim
 
-    torch.manual_seed(cfg.seed)
-    device = pick_device(cfg.device)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    device, out = start_run(cfg)
     if cfg.vae:
         vae = SliceVAE.from_pretrained(cfg.vae)
     else:
