@@ -34,7 +34,7 @@ from torch import nn
 
 from .config import SliceVAEConfig
 from .distribution import DiagonalGaussian
-from .layers import BLOCKS, CausalConv3d, MidBlock3D, StreamCache, norm_act, pointwise_conv, to_frames
+from .layers import BLOCKS, CausalConv3d, MidBlock3D, StreamCache, pointwise_conv, to_frames
 from .tiling import Tile, make_tiles
 
 SCHEMES = ("streaming", "shared")
@@ -66,7 +66,7 @@ class Encoder(nn.Module):
         for block in self.down_blocks:
             h = block(h, cache)
         h = self.mid_block(h, cache)
-        return self.conv_out(norm_act(h, self.conv_norm_out, self.act), cache)
+        return self.conv_out.forward_normed(h, self.conv_norm_out, self.act, cache)
 
 
 class Decoder(nn.Module):
@@ -97,7 +97,7 @@ class Decoder(nn.Module):
         """Mid-block features -> frames-first video `(B, F, C_out, 8h, 8w)`."""
         for block in self.up_blocks:
             h = block(h, cache)
-        return self.conv_out(norm_act(h, self.conv_norm_out, self.act), cache)
+        return self.conv_out.forward_normed(h, self.conv_norm_out, self.act, cache)
 
     def forward(self, z: torch.Tensor, cache: StreamCache) -> torch.Tensor:
         return self.up(self.mid(z, cache), cache)
