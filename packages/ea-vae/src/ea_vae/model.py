@@ -200,9 +200,11 @@ class SliceVAE(nn.Module):
         return 0 if latent == 0 else 1 + (latent - 1) * self.config.temporal_compression
 
     def _latent_slices(self, n: int, per_slice: int | None) -> list[tuple[int, int]]:
-        if per_slice is None or n == 1:
+        """Latent ranges of the temporal slices: latent 0 (frame 0) rides with the first slice, which the
+        released model processes alone; streaming is exact for any cut, so this only saves one pass."""
+        if per_slice is None:
             return [(0, n)]
-        return [(0, 1)] + [(s, min(s + per_slice, n)) for s in range(1, n, per_slice)]
+        return [(0, min(1 + per_slice, n))] + [(s, min(s + per_slice, n)) for s in range(1 + per_slice, n, per_slice)]
 
     def _report(self, done: int, total: int) -> None:
         if self.progress_callback is not None:
