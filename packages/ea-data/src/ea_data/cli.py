@@ -87,10 +87,12 @@ def _add_exec(p: argparse.ArgumentParser, workers: bool = True, part: bool = Tru
 
 def _add_split(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("split (scene detection and clip length)")
-    g.add_argument("--detector", choices=("adaptive", "content"), default="adaptive",
-                   help="PySceneDetect detector (default adaptive)")
+    g.add_argument("--detector", choices=("adaptive+histogram", "adaptive", "content", "histogram"),
+                   default="adaptive+histogram",
+                   help="PySceneDetect detector(s) (default adaptive+histogram: cut where either finds one)")
     g.add_argument("--threshold", type=float, default=None,
-                   help="detector threshold (default: 3.0 adaptive, 27 content)")
+                   help="detector threshold (default: 3.0 adaptive (also for adaptive+histogram), 27 content, "
+                        "0.03 histogram)")
     g.add_argument("--min-scene-len", type=int, default=15, help="minimum frames between cuts (default 15)")
     g.add_argument("--min-seconds", type=float, default=3.0, help="shortest clip kept, seconds (default 3)")
     g.add_argument("--max-seconds", type=float, default=10.0, help="longest clip, seconds (default 10)")

@@ -58,7 +58,7 @@ class InputError(ValueError):
 class SplitConfig:
     """Scene detection and clip bounds (see :func:`ea_data.scenes.detect_scenes`, `split_scene_clips`)."""
 
-    detector: str = "adaptive"
+    detector: str = "adaptive+histogram"
     threshold: float | None = None
     min_scene_len: int = 15
     min_seconds: float = 3.0
@@ -66,8 +66,10 @@ class SplitConfig:
     split_long: bool = True
 
     def __post_init__(self):
-        if self.detector not in ("adaptive", "content"):
-            raise InputError(f"detector must be 'adaptive' or 'content', got {self.detector!r}")
+        from ea_data.scenes import DETECTORS
+
+        if self.detector not in DETECTORS:
+            raise InputError(f"detector must be one of {DETECTORS}, got {self.detector!r}")
         if not 0 <= self.min_seconds <= self.max_seconds or self.max_seconds <= 0:
             raise InputError(f"need 0 <= min_seconds <= max_seconds, got {self.min_seconds}, {self.max_seconds}")
         if self.min_scene_len < 1:

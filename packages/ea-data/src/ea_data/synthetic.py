@@ -196,26 +196,58 @@ def _shape_polygon(shape: ShapeSpec, center: tuple[float, float], radius: float,
     return np.round(pts * 16).astype(np.int32)  # 4 bits of sub-pixel precision for cv2
 
 
+#: Margin around the glyphs, in glyph heights, of the plate (the text-line box). PP-OCR's DB detector
+#: (unclip ratio 1.6) boxes a line of capitals at about its glyph box grown by 0.4-0.9 (median 0.7)
+#: glyph heights on every side (measured on these captions), so the plate is the box a text detector
+#: should report: PLATE_MARGIN above and below, and a side margin within PLATE_SIDE_MARGINS chosen so
+#: the plate covers the requested area (font sizes come in integer-pixel steps on small frames).
+PLATE_MARGIN = 0.7
+PLATE_SIDE_MARGINS = (0.4, 1.0)
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def _text_thickness(scale: float) -> int:
+    return max(1, int(round(scale * 1.2)))
+
+
+def _glyph_box(text: str, scale: float) -> tuple[int, int, int, int]:
+    """Exact ink box `(x0, y0, x1, y1)` (exclusive) of `text` drawn with its origin at (0, 0)."""
+    (tw, th), base = cv2.getTextSize(text, _FONT, scale, _text_thickness(scale))
+    pad = 4 + _text_thickness(scale)
+    canvas = np.zeros((th + base + 2 * pad, tw + 2 * pad), np.uint8)
+    cv2.putText(canvas, text, (pad, pad + th), _FONT, scale, 255, _text_thickness(scale), cv2.LINE_AA)
+    ys, xs = np.nonzero(canvas > 127)  # the pixels drawn at least half white, as in the video
+    return int(xs.min()) - pad, int(ys.min()) - pad - th, int(xs.max()) + 1 - pad, int(ys.max()) + 1 - pad - th
+
+
 def _text_plate(text: str, area: float, width: int, height: int):
-    """Font scale and plate box so the plate covers `area` of the frame, centred near the bottom."""
-    font, thickness = cv2.FONT_HERSHEY_SIMPLEX, 1
-    (tw, th), base = cv2.getTextSize(text, font, 1.0, thickness)
+    """Font scale, plate box and text origin so the plate covers `area` of the frame, centred near the bottom.
+
+    The plate is the glyphs' ink box grown by PLATE_MARGIN glyph heights above and below and by a
+    side margin in PLATE_SIDE_MARGINS (the text-line box); font scale and side margin are solved
+    numerically for the area.
+    """
     target = area * width * height
-    # Plate = text box + padding proportional to the text height; solve for the scale numerically.
     best = None
-    for scale in np.linspace(0.2, 6.0, 400):
-        pad = max(2, int(round(0.25 * th * scale)))
-        pw, ph = int(round(tw * scale)) + 2 * pad, int(round((th + base) * scale)) + 2 * pad
+    for scale in np.linspace(0.2, 6.0, 300):
+        gx0, gy0, gx1, gy1 = _glyph_box(text, float(scale))
+        gw, gh = gx1 - gx0, gy1 - gy0
+        my = max(1, int(round(PLATE_MARGIN * gh)))
+        ph = gh + 2 * my
+        lo, hi = (max(1, int(round(f * gh))) for f in PLATE_SIDE_MARGINS)
+        mx = int(np.clip(round((target / ph - gw) / 2), lo, hi))
+        pw = gw + 2 * mx
         if pw > width or ph > height // 2:
             break
         err = abs(pw * ph - target)
         if best is None or err < best[0]:
-            best = (err, scale, pw, ph, pad)
+            best = (err, float(scale), pw, ph, mx, my, gx0, gy0)
     if best is None:
         raise ValueError(f"text {text!r} cannot cover {area:.3f} of a {width}x{height} frame")
-    _, scale, pw, ph, pad = best
+    _, scale, pw, ph, mx, my, gx0, gy0 = best
     x0, y1 = (width - pw) // 2, height - max(2, height // 16)
-    return float(scale), (x0, y1 - ph, x0 + pw, y1), pad
+    y0 = y1 - ph
+    return scale, (x0, y0, x0 + pw, y1), (x0 + mx - gx0, y0 + my - gy0)
 
 
 def render_scene(spec: SceneSpec, width: int, height: int, start_frame: int = 0):
@@ -227,7 +259,7 @@ def render_scene(spec: SceneSpec, width: int, height: int, start_frame: int = 0)
     if spec.text_area > 0:
         if not spec.text:
             raise ValueError("SceneSpec.text_area > 0 needs a non-empty text")
-        scale, box, pad = _text_plate(spec.text, spec.text_area, width, height)
+        scale, box, origin = _text_plate(spec.text, spec.text_area, width, height)
     vx, vy = spec.camera_velocity
     for i in range(spec.num_frames):
         # The background content moves by (vx, vy) pixels per frame (periodic texture: a pure shift).
@@ -242,9 +274,7 @@ def render_scene(spec: SceneSpec, width: int, height: int, start_frame: int = 0)
         if box is not None:
             x0, y0, x1, y1 = box
             frame[y0:y1, x0:x1] = 0
-            (_, th), base = cv2.getTextSize(spec.text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-            cv2.putText(frame, spec.text, (x0 + pad, y1 - pad - base), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                        (255, 255, 255), max(1, int(round(scale * 1.2))), cv2.LINE_AA)
+            cv2.putText(frame, spec.text, origin, _FONT, scale, (255, 255, 255), _text_thickness(scale), cv2.LINE_AA)
         frames[i] = frame
     return frames, box
 

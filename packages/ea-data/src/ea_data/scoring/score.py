@@ -24,9 +24,10 @@ import numpy as np
 
 from ea_vae.video_io import video_info
 
-from ..scenes import DroppedScene, Scene, detect_scenes, split_scene_clips
+from ..scenes import DEFAULT_DETECTOR, DroppedScene, Scene, detect_scenes, split_scene_clips
 from .frames import DEFAULT_MAX_SIDE, GridSampler, SampledFrames, sample_clip_frames
 from .motion import DEFAULT_WORK_SIZE
+from .text import DEFAULT_TEXT_FRAMES, DEFAULT_TEXT_SIDE
 
 logger = logging.getLogger("ea_data.scoring")
 
@@ -57,8 +58,8 @@ def build_scorers(names: Sequence[str] = SCORERS, motion_backend: str = "opencv"
                   clip_model: str = "ViT-L-14", clip_weights: str | None = None,
                   aesthetic_head: str | os.PathLike | None = None, device: str = "cpu",
                   opencv_flow: str = "dis", motion_work_size: int = DEFAULT_WORK_SIZE,
-                  text_frames: int | None = 4,
-                  text_limit_side_len: int = 640, text_box_thresh: float = 0.5,
+                  text_frames: int | None = DEFAULT_TEXT_FRAMES,
+                  text_limit_side_len: int = DEFAULT_TEXT_SIDE, text_box_thresh: float = 0.5,
                   aesthetic_frames: int | None = 4) -> Scorers:
     """Build the scorers in `names` ("motion", "text", "aesthetic") once, for many clips.
 
@@ -68,8 +69,9 @@ def build_scorers(names: Sequence[str] = SCORERS, motion_backend: str = "opencv"
             `raft_flow_updates` recurrent refinements per pair).
         clip_model, clip_weights: open_clip model name and its weights (local checkpoint path or
             pretrained tag); `aesthetic_head`: path to the improved-aesthetic-predictor head.
-        text_frames, aesthetic_frames: frames per clip run through OCR / CLIP (evenly spread over the
-            sampled frames; None = all). Motion always uses every sampled frame.
+        text_frames, aesthetic_frames: frames per clip run through OCR / CLIP (centres of equal parts
+            of the sampled frames; None = all). Motion always uses every sampled frame.
+        text_limit_side_len: OCR working size (longer side, px; see scoring.text).
 
     A scorer whose weights are not configured (RAFT without `raft_weights`; aesthetic without both
     `clip_weights` and `aesthetic_head`) or whose optional package is missing is logged once and put
@@ -185,7 +187,7 @@ class VideoScan:
 
 def split_and_score(path: str | os.PathLike, scorers: Scorers | Sequence[str] = SCORERS,
                     sample_fps: float = 2.0, max_side: int | None = DEFAULT_MAX_SIDE,
-                    detector: str = "adaptive", threshold: float | None = None, min_scene_len: int = 15,
+                    detector: str = DEFAULT_DETECTOR, threshold: float | None = None, min_scene_len: int = 15,
                     downscale: int | None = None, frame_skip: int = 0, min_seconds: float = 3.0,
                     max_seconds: float = 10.0, split_long: bool = True) -> VideoScan:
     """Detect scenes, split them into clips and score every clip, decoding the video once.
