@@ -12,7 +12,8 @@ Both run through `AutoProcessor` + `AutoModelForImageTextToText` and the process
 (``{"type": "video"}`` / ``{"type": "image"}`` content followed by the prompt text), with left
 padding so that a batch generates exactly what each clip would generate alone:
 
-    captioner = VLMCaptioner.from_pretrained("Qwen/Qwen2-VL-2B-Instruct", dtype="bfloat16", device="cuda",
+    # model: a local folder, or a hub id such as Qwen/Qwen2-VL-2B-Instruct where the hub is reachable
+    captioner = VLMCaptioner.from_pretrained(model, dtype="bfloat16", device="cuda",
                                             generation=GenerationSettings(max_new_tokens=200))
     results = captioner.caption(clips)   # list[CaptionResult], raw text + whether generation finished
 """
