@@ -91,6 +91,26 @@ def _pos_offsets(t, WIDTH, stride_frame, stride_token, G: tl.constexpr):
 
 
 @triton.jit
+def _load_kv(K, V, MASK, seq, offs_n, offs_d, d_ok, T_K, WIDTH, stride_k0, stride_k1, stride_v0, stride_v1,
+             stride_mask_s, stride_mask_t, G: tl.constexpr, HAS_MASK: tl.constexpr, UPCAST: tl.constexpr):
+    """Key and value tiles at positions `offs_n` of one sequence, and which of them may be attended to."""
+    n_ok = offs_n < T_K
+    kv_mask = n_ok[:, None] & d_ok[None, :]
+    k_offs = _pos_offsets(offs_n, WIDTH, stride_k0, stride_k1, G)
+    v_offs = _pos_offsets(offs_n, WIDTH, stride_v0, stride_v1, G)
+    k = tl.load(K + k_offs[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
+    v = tl.load(V + v_offs[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
+    if UPCAST:
+        k = k.to(tl.float32)
+        v = v.to(tl.float32)
+    valid = n_ok
+    if HAS_MASK:
+        keep = tl.load(MASK + seq * stride_mask_s + offs_n * stride_mask_t, mask=n_ok, other=0)
+        valid = valid & (keep != 0)
+    return k, v, valid
+
+
+@triton.jit
 def _attn_fwd(
     Q, K, V, OUT, LSE, MASK,
     stride_q0, stride_q1, stride_q2,
@@ -126,19 +146,8 @@ def _attn_fwd(
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     for start_n in range(0, T_K, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        n_ok = offs_n < T_K
-        kv_mask = n_ok[:, None] & d_ok[None, :]
-        k_offs = _pos_offsets(offs_n, WIDTH, stride_k0, stride_k1, G)
-        v_offs = _pos_offsets(offs_n, WIDTH, stride_v0, stride_v1, G)
-        k = tl.load(K + k_offs[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
-        v = tl.load(V + v_offs[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
-        if UPCAST:
-            k = k.to(tl.float32)
-            v = v.to(tl.float32)
-        valid = n_ok
-        if HAS_MASK:
-            keep = tl.load(MASK + seq * stride_mask_s + offs_n * stride_mask_t, mask=n_ok, other=0)
-            valid = valid & (keep != 0)
+        k, v, valid = _load_kv(K, V, MASK, seq, offs_n, offs_d, d_ok, T_K, WIDTH, stride_k0, stride_k1, stride_v0, stride_v1,
+                            stride_mask_s, stride_mask_t, G, HAS_MASK, UPCAST)
 
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale  # log2-scaled logits
         s = tl.where(valid[None, :], s, float("-inf"))
@@ -221,19 +230,8 @@ def _attn_bwd(
     # ---- phase 1: dK, dV for keys [pid_t*BLOCK_N, +BLOCK_N), looping over all queries
     if pid_t * BLOCK_N < T_K:
         offs_n = pid_t * BLOCK_N + tl.arange(0, BLOCK_N)
-        n_ok = offs_n < T_K
-        kv_mask = n_ok[:, None] & d_ok[None, :]
-        k_offs = _pos_offsets(offs_n, WIDTH, stride_k0, stride_k1, G)
-        v_offs = _pos_offsets(offs_n, WIDTH, stride_v0, stride_v1, G)
-        k = tl.load(K + k_offs[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
-        v = tl.load(V + v_offs[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
-        if UPCAST:
-            k = k.to(tl.float32)
-            v = v.to(tl.float32)
-        valid_n = n_ok
-        if HAS_MASK:
-            keep = tl.load(MASK + seq * stride_mask_s + offs_n * stride_mask_t, mask=n_ok, other=0)
-            valid_n = valid_n & (keep != 0)
+        k, v, valid_n = _load_kv(K, V, MASK, seq, offs_n, offs_d, d_ok, T_K, WIDTH, stride_k0, stride_k1, stride_v0, stride_v1,
+                              stride_mask_s, stride_mask_t, G, HAS_MASK, UPCAST)
         dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
         dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
         for start_m in range(0, T_Q, BLOCK_M):
@@ -258,6 +256,7 @@ def _attn_bwd(
             ds_t = p_t * (dp_t - delta[None, :])
             dk += tl.dot(ds_t.to(q.dtype), q, input_precision=DOT_PRECISION)
         dk *= sm_scale
+        kv_mask = (offs_n < T_K)[:, None] & d_ok[None, :]
         dk_offs = _pos_offsets(offs_n, WIDTH, stride_dk0, stride_dk1, G)
         dv_offs = _pos_offsets(offs_n, WIDTH, stride_dv0, stride_dv1, G)
         tl.store(DK + dk_offs[:, None] + offs_d[None, :], dk.to(DK.dtype.element_ty),
@@ -282,19 +281,8 @@ def _attn_bwd(
         dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
         for start_n in range(0, T_K, BLOCK_N):
             offs_n = start_n + tl.arange(0, BLOCK_N)
-            n_ok = offs_n < T_K
-            kv_mask = n_ok[:, None] & d_ok[None, :]
-            k_offs = _pos_offsets(offs_n, WIDTH, stride_k0, stride_k1, G)
-            v_offs = _pos_offsets(offs_n, WIDTH, stride_v0, stride_v1, G)
-            k = tl.load(K + k_offs[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
-            v = tl.load(V + v_offs[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
-            if UPCAST:
-                k = k.to(tl.float32)
-                v = v.to(tl.float32)
-            valid = n_ok
-            if HAS_MASK:
-                keep = tl.load(MASK + seq * stride_mask_s + offs_n * stride_mask_t, mask=n_ok, other=0)
-                valid = valid & (keep != 0)
+            k, v, valid = _load_kv(K, V, MASK, seq, offs_n, offs_d, d_ok, T_K, WIDTH, stride_k0, stride_k1, stride_v0, stride_v1,
+                                stride_mask_s, stride_mask_t, G, HAS_MASK, UPCAST)
             s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
             p = tl.math.exp2(s - lse[:, None])
             p = tl.where(valid[None, :] & m_ok[:, None], p, 0.0)
