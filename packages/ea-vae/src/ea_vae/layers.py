@@ -108,8 +108,8 @@ class CausalConv3d(nn.Conv3d):
     symmetrically with zeros (`spatial_padding`, default `k // 2`). A temporal stride of 2 keeps the output
     frames on the grid 0, 2, 4, ... of the whole video however it is sliced.
 
-    The weight keeps diffusers' shape `(C_out, C_in, kt, kh, kw)` but is stored tap-major, so each
-    temporal tap `weight[:, :, k]` is a contiguous 2D kernel.
+    The weight keeps diffusers' shape `(C_out, C_in, kt, kh, kw)` but is stored tap-major and channels-last,
+    so each temporal tap `weight[:, :, k]` is a channels-last 2D kernel that convolutions use as it is.
     """
 
     def __init__(
@@ -125,7 +125,7 @@ class CausalConv3d(nn.Conv3d):
         pad = ks[1] // 2 if spatial_padding is None else spatial_padding
         super().__init__(in_channels, out_channels, ks, st, padding=(0, pad, pad))
         kt = ks[0]
-        tap_major = torch.empty(kt, out_channels, in_channels, ks[1], ks[2]).permute(1, 2, 0, 3, 4)
+        tap_major = torch.empty(kt, out_channels, ks[1], ks[2], in_channels).permute(1, 4, 0, 2, 3)
         with torch.no_grad():
             tap_major.copy_(self.weight)
         self.weight = nn.Parameter(tap_major)
@@ -295,9 +295,9 @@ class Upsample3D(nn.Module):
         """Kernels `(kt, 4 C_out, C_in, 2, 2)` (phases (0,0), (0,1), (1,0), (1,1) stacked) and bias `(4 C_out,)`."""
         w = self.conv.weight
         fold = torch.tensor(self.FOLD, dtype=w.dtype, device=w.device)
-        k = torch.einsum("api,octij,bqj->tabocpq", fold, w, fold)
+        k = torch.einsum("api,octij,bqj->tabopqc", fold, w, fold)  # channels-last per tap
         kt, co, ci = w.shape[2], w.shape[0], w.shape[1]
-        return k.reshape(kt, 4 * co, ci, 2, 2), self.conv.bias.repeat(4)
+        return k.reshape(kt, 4 * co, 2, 2, ci).permute(0, 1, 4, 2, 3), self.conv.bias.repeat(4)
 
     def forward(self, h: torch.Tensor, cache: StreamCache) -> torch.Tensor:
         """h: `(B, T, C, H, W)` -> `(B, T', C, 2H, 2W)`, T' = 2T (2T - 1 when h starts the video), or T."""
