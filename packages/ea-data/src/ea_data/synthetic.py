@@ -2,9 +2,11 @@
 
 Each video is a sequence of scenes separated by hard cuts. A scene is a textured background that pans
 at a known velocity (a camera pan: every background pixel moves by exactly that many pixels per frame),
-shapes that move and rotate on top of it, and optionally a subtitle plate: white text on a black plate
-whose area is a known fraction of the frame. Backgrounds and shapes keep every colour channel inside
-[40, 215], so the plate (pure black / pure white) can be measured back from the decoded file.
+shapes that move and rotate on top of it, and optionally a subtitle: a line of white text, on a black
+plate or (`SceneSpec.text_plate=False`) drawn directly on the background, whose text area (its tight
+glyph box grown by LINE_MARGIN glyph heights, the definition ea_data.scoring.text measures) is a known
+fraction of the frame. Backgrounds and shapes keep every colour channel inside [40, 215], so the text
+(pure white) and the plate (pure black) can be measured back from the decoded file.
 
 Everything the generator decides is returned as :class:`VideoTruth` (and written next to the data as
 JSON), so tests can compare what a detector measures with what was drawn:
@@ -30,7 +32,9 @@ import numpy as np
 
 from ea_vae.video_io import write_video
 
-#: Colour range of backgrounds and shapes; the text plate uses values outside it.
+from .scoring.text import LINE_MARGIN
+
+#: Colour range of backgrounds and shapes; the text (white) and its plate (black) use values outside it.
 COLOR_LO, COLOR_HI = 40, 215
 
 BACKGROUNDS = ("checker", "stripes", "noise", "blobs")
@@ -60,7 +64,9 @@ class ShapeSpec:
 class SceneSpec:
     """A scene of `num_frames` frames. `camera_velocity` is the background pan in pixels/frame (x, y).
 
-    `text` is drawn on a plate covering `text_area` (fraction of the frame, 0 = no text).
+    `text` is drawn as one line whose text area (glyph box + LINE_MARGIN) is about `text_area` of the
+    frame (0 = no text), on a black plate the size of that box when `text_plate`, else directly on
+    the background.
     """
 
     num_frames: int
@@ -71,6 +77,7 @@ class SceneSpec:
     text: str = ""
     text_area: float = 0.0
     seed: int = 0
+    text_plate: bool = True
 
     @property
     def static(self) -> bool:
@@ -107,7 +114,8 @@ class SceneSpec:
 class SceneTruth:
     """What was drawn in one scene. Frames are `[start_frame, end_frame)`; times in seconds.
 
-    `text_area` is the exact drawn plate area over the frame area (0..1); `camera_speed` in pixels/frame.
+    `text_area` is the exact text area over the frame area (0..1): the tight box of the drawn glyph
+    pixels (`text_box`) grown by LINE_MARGIN glyph heights on every side; `camera_speed` in pixels/frame.
     """
 
     start_frame: int
@@ -119,7 +127,7 @@ class SceneTruth:
     static: bool
     text: str
     text_area: float
-    text_box: tuple[int, int, int, int] | None  # x0, y0, x1, y1 (exclusive) of the plate
+    text_box: tuple[int, int, int, int] | None  # x0, y0, x1, y1 (exclusive): tight box of the glyph pixels
     caption: str
     shapes: list[dict]
 
@@ -196,62 +204,79 @@ def _shape_polygon(shape: ShapeSpec, center: tuple[float, float], radius: float,
     return np.round(pts * 16).astype(np.int32)  # 4 bits of sub-pixel precision for cv2
 
 
-#: Margin around the glyphs, in glyph heights, of the plate (the text-line box). PP-OCR's DB detector
-#: (unclip ratio 1.6) boxes a line of capitals at about its glyph box grown by 0.4-0.9 (median 0.7)
-#: glyph heights on every side (measured on these captions), so the plate is the box a text detector
-#: should report: PLATE_MARGIN above and below, and a side margin within PLATE_SIDE_MARGINS chosen so
-#: the plate covers the requested area (font sizes come in integer-pixel steps on small frames).
-PLATE_MARGIN = 0.7
-PLATE_SIDE_MARGINS = (0.4, 1.0)
+# The text-area definition is shared with the OCR scorer (ea_data.scoring.text, LINE_MARGIN): a text
+# line covers its tight glyph box (the pixels drawn at least half opaque), grown on every side by
+# LINE_MARGIN times the glyph box height. A scene's `text_area` is that box over the frame area.
+#: Padding of the (decorative) black plate around the glyph box, in glyph heights (at least 2 px). The
+#: plate is not the text area: a plate or banner may be any size; the text area is the glyphs' box.
+PLATE_PADDING = 0.5
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def line_box_area(width: float, height: float, margin: float = LINE_MARGIN) -> float:
+    """Area (px^2) of a text line whose tight glyph box is `width` x `height` px, grown by the margin."""
+    return (width + 2 * margin * height) * (height + 2 * margin * height)
 
 
 def _text_thickness(scale: float) -> int:
     return max(1, int(round(scale * 1.2)))
 
 
+def _text_mask(text: str, scale: float, origin: tuple[int, int], width: int, height: int) -> np.ndarray:
+    """`(H, W)` uint8 coverage (0..255) of `text` drawn alone at `origin` (bottom-left of the glyphs)."""
+    mask = np.zeros((height, width), np.uint8)
+    cv2.putText(mask, text, origin, _FONT, scale, 255, _text_thickness(scale), cv2.LINE_AA)
+    return mask
+
+
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """Tight box `(x0, y0, x1, y1)` (exclusive) of the nonzero pixels of a 2-D mask."""
+    ys, xs = np.nonzero(mask)
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
 def _glyph_box(text: str, scale: float) -> tuple[int, int, int, int]:
     """Exact ink box `(x0, y0, x1, y1)` (exclusive) of `text` drawn with its origin at (0, 0)."""
     (tw, th), base = cv2.getTextSize(text, _FONT, scale, _text_thickness(scale))
     pad = 4 + _text_thickness(scale)
-    canvas = np.zeros((th + base + 2 * pad, tw + 2 * pad), np.uint8)
-    cv2.putText(canvas, text, (pad, pad + th), _FONT, scale, 255, _text_thickness(scale), cv2.LINE_AA)
-    ys, xs = np.nonzero(canvas > 127)  # the pixels drawn at least half white, as in the video
-    return int(xs.min()) - pad, int(ys.min()) - pad - th, int(xs.max()) + 1 - pad, int(ys.max()) + 1 - pad - th
+    canvas = _text_mask(text, scale, (pad, pad + th), tw + 2 * pad, th + base + 2 * pad)
+    x0, y0, x1, y1 = _bbox(canvas > 127)  # the pixels drawn at least half white, as in the video
+    return x0 - pad, y0 - pad - th, x1 - pad, y1 - pad - th
 
 
-def _text_plate(text: str, area: float, width: int, height: int):
-    """Font scale, plate box and text origin so the plate covers `area` of the frame, centred near the bottom.
+def _text_layout(text: str, area: float, width: int, height: int):
+    """Font scale, text origin and plate box so the text line covers `area` of the frame, near the bottom.
 
-    The plate is the glyphs' ink box grown by PLATE_MARGIN glyph heights above and below and by a
-    side margin in PLATE_SIDE_MARGINS (the text-line box); font scale and side margin are solved
-    numerically for the area.
+    The line's area is its glyph box grown by LINE_MARGIN glyph heights on every side
+    (`line_box_area`); the font scale is solved numerically for the area. The plate is the glyph box
+    padded by PLATE_PADDING glyph heights (at least 2 px).
     """
     target = area * width * height
     best = None
-    for scale in np.linspace(0.2, 6.0, 300):
+    for scale in np.linspace(0.2, 6.0, 581):
         gx0, gy0, gx1, gy1 = _glyph_box(text, float(scale))
         gw, gh = gx1 - gx0, gy1 - gy0
-        my = max(1, int(round(PLATE_MARGIN * gh)))
-        ph = gh + 2 * my
-        lo, hi = (max(1, int(round(f * gh))) for f in PLATE_SIDE_MARGINS)
-        mx = int(np.clip(round((target / ph - gw) / 2), lo, hi))
-        pw = gw + 2 * mx
-        if pw > width or ph > height // 2:
+        m = max(2, int(round(PLATE_PADDING * gh)))
+        if gw + 2 * m > width - 4 or gh + 2 * m > height // 2:
             break
-        err = abs(pw * ph - target)
+        err = abs(line_box_area(gw, gh) - target)
         if best is None or err < best[0]:
-            best = (err, float(scale), pw, ph, mx, my, gx0, gy0)
+            best = (err, float(scale), gw, gh, m, gx0, gy0)
     if best is None:
         raise ValueError(f"text {text!r} cannot cover {area:.3f} of a {width}x{height} frame")
-    _, scale, pw, ph, mx, my, gx0, gy0 = best
-    x0, y1 = (width - pw) // 2, height - max(2, height // 16)
-    y0 = y1 - ph
-    return scale, (x0, y0, x0 + pw, y1), (x0 + mx - gx0, y0 + my - gy0)
+    _, scale, gw, gh, m, gx0, gy0 = best
+    x0, y1 = (width - gw - 2 * m) // 2, height - max(2, height // 16)
+    y0 = y1 - gh - 2 * m
+    plate = (x0, y0, x0 + gw + 2 * m, y1)
+    return scale, (x0 + m - gx0, y0 + m - gy0), plate
 
 
 def render_scene(spec: SceneSpec, width: int, height: int, start_frame: int = 0):
-    """Render a scene to `(F, H, W, 3)` uint8 RGB frames; returns `(frames, text_box)`."""
+    """Render a scene to `(F, H, W, 3)` uint8 RGB frames; returns `(frames, text_box)`.
+
+    `text_box` is the tight box `(x0, y0, x1, y1)` (exclusive) of the text pixels drawn at least half
+    opaque (measured on the text rendered alone into a mask), None without text.
+    """
     rng = np.random.default_rng(spec.seed)
     tex = _texture(spec.background, spec.palette, 2 * height, 2 * width, rng)
     frames = np.empty((spec.num_frames, height, width, 3), np.uint8)
@@ -259,7 +284,9 @@ def render_scene(spec: SceneSpec, width: int, height: int, start_frame: int = 0)
     if spec.text_area > 0:
         if not spec.text:
             raise ValueError("SceneSpec.text_area > 0 needs a non-empty text")
-        scale, box, origin = _text_plate(spec.text, spec.text_area, width, height)
+        scale, origin, plate = _text_layout(spec.text, spec.text_area, width, height)
+        coverage = _text_mask(spec.text, scale, origin, width, height)
+        box = _bbox(coverage > 127)
     vx, vy = spec.camera_velocity
     for i in range(spec.num_frames):
         # The background content moves by (vx, vy) pixels per frame (periodic texture: a pure shift).
@@ -272,8 +299,9 @@ def render_scene(spec: SceneSpec, width: int, height: int, start_frame: int = 0)
                                  shape.angular_velocity * i)
             cv2.fillPoly(frame, [pts], COLOR_NAMES[shape.color], lineType=cv2.LINE_AA, shift=4)
         if box is not None:
-            x0, y0, x1, y1 = box
-            frame[y0:y1, x0:x1] = 0
+            if spec.text_plate:
+                x0, y0, x1, y1 = plate
+                frame[y0:y1, x0:x1] = 0
             cv2.putText(frame, spec.text, origin, _FONT, scale, (255, 255, 255), _text_thickness(scale), cv2.LINE_AA)
         frames[i] = frame
     return frames, box
@@ -317,7 +345,7 @@ def make_video(path: str | os.PathLike, scenes: list[SceneSpec], width: int = 12
     for spec in scenes:
         frames, box = render_scene(spec, width, height)
         end = start + spec.num_frames
-        area = 0.0 if box is None else (box[2] - box[0]) * (box[3] - box[1]) / (width * height)
+        area = 0.0 if box is None else line_box_area(box[2] - box[0], box[3] - box[1]) / (width * height)
         truths.append(SceneTruth(
             start_frame=start, end_frame=end, start_time=start / fps, end_time=end / fps,
             camera_velocity=tuple(spec.camera_velocity), camera_speed=float(math.hypot(*spec.camera_velocity)),
@@ -353,7 +381,7 @@ def make_dataset(out_dir: str | os.PathLike, num_videos: int = 4, num_images: in
     """Write a demo data set: `videos/*.mp4`, `images/*.png` and `metadata.jsonl`.
 
     Scenes cycle through static / slow / fast motion; a `text_fraction` of them carry a subtitle
-    plate covering 2-6 % of the frame. Each metadata line is one file: `{"file", "type", "caption",
+    (on a plate) whose text area is 2-6 % of the frame. Each metadata line is one file: `{"file", "type", "caption",
     ...}` with, for videos, the per-scene truth (times, motion, text area, caption). Existing files
     are regenerated identically (same seed), so the call is idempotent.
     """
