@@ -1,6 +1,7 @@
 """Split + score throughput: one decode pass per video against the usual separate passes.
 
-    uv run benchmarks/data_pipeline.py                       # small CPU default (one 20 s 960x540 video)
+    uv run benchmarks/data_pipeline.py                       # default: one 20 s 1920x1080 video (raw web video size)
+    uv run benchmarks/data_pipeline.py --width 960 --height 540   # smaller input: scoring weighs more
     uv run benchmarks/data_pipeline.py --videos 4 --width 1920 --height 1080 --scene-seconds 8
 
 Synthetic videos (ea_data.synthetic; scenes with hard cuts, pans, some subtitle plates) are written to a
@@ -119,8 +120,8 @@ def main(argv=None) -> int:
     p.add_argument("--videos", type=int, default=1)
     p.add_argument("--scenes", type=int, default=4, help="scenes per video (hard cuts between them)")
     p.add_argument("--scene-seconds", type=float, default=5.0)
-    p.add_argument("--width", type=int, default=960)
-    p.add_argument("--height", type=int, default=540)
+    p.add_argument("--width", type=int, default=1920, help="input video width (default 1920: raw inputs are HD)")
+    p.add_argument("--height", type=int, default=1080, help="input video height (default 1080)")
     p.add_argument("--fps", type=float, default=30.0)
     p.add_argument("--sample-fps", type=float, default=2.0)
     p.add_argument("--text-frames", type=int, default=DEFAULT_TEXT_FRAMES,
