@@ -87,10 +87,13 @@ class StreamCache:
     treat every frame as a later frame.
     """
 
-    def __init__(self, continuing: bool = False):
+    def __init__(self, continuing: bool = False, kernels: dict | None = None):
         self.past: dict[nn.Module, torch.Tensor] = {}
         self.started: set[nn.Module] = set()
         self.continuing = continuing
+        # derived kernels (the upsamplers' sub-pixel folds), computed once per encode/decode call and shared
+        # by the caches of all its tiles and slices
+        self.kernels: dict[nn.Module, tuple[torch.Tensor, ...]] = {} if kernels is None else kernels
 
     def clear(self) -> None:
         self.past.clear()
@@ -283,21 +286,28 @@ class Upsample3D(nn.Module):
     the upsampled input is never materialised and the conv costs 16/36 of the direct one.
     """
 
-    # FOLD[a][p][i]: kernel row i lands on low-res row offset p for output phase a (even / odd).
-    FOLD = (((1.0, 0.0, 0.0), (0.0, 1.0, 1.0)), ((1.0, 1.0, 0.0), (0.0, 0.0, 1.0)))
-
     def __init__(self, channels: int, temporal: bool):
         super().__init__()
         self.temporal = temporal
         self.conv = CausalConv3d(channels, channels, 3)
 
     def phase_kernels(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Kernels `(kt, 4 C_out, C_in, 2, 2)` (phases (0,0), (0,1), (1,0), (1,1) stacked) and bias `(4 C_out,)`."""
-        w = self.conv.weight
-        fold = torch.tensor(self.FOLD, dtype=w.dtype, device=w.device)
-        k = torch.einsum("api,octij,bqj->tabopqc", fold, w, fold)  # channels-last per tap
-        kt, co, ci = w.shape[2], w.shape[0], w.shape[1]
-        return k.reshape(kt, 4 * co, 2, 2, ci).permute(0, 1, 4, 2, 3), self.conv.bias.repeat(4)
+        """Kernels `(kt, 4 C_out, C_in, 2, 2)` (phases (0,0), (0,1), (1,0), (1,1) stacked, channels-last per
+        tap) and bias `(4 C_out,)`.
+
+        Along each axis, output phase 0 (even pixel 2i) sees low-res pixels (i-1, i) with kernel taps
+        (w0, w1 + w2); phase 1 (2i+1) sees (i, i+1) with (w0 + w1, w2).
+        """
+        w = self.conv.weight.permute(2, 0, 3, 4, 1)  # (kt, C_out, 3, 3, C_in): a view of the storage
+        kt, co, ci = w.shape[0], w.shape[1], w.shape[4]
+
+        def fold(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:  # 3 taps -> (phase 0, phase 1)
+            t0, t1, t2 = x.unbind(dim)
+            return torch.stack([t0, t1 + t2], dim), torch.stack([t0 + t1, t2], dim)
+
+        rows = fold(w, 2)  # 2 x (kt, C_out, 2, 3, C_in)
+        out = torch.stack([torch.stack(fold(r, 3), 1) for r in rows], 1)  # (kt, 2, 2, C_out, 2, 2, C_in)
+        return out.view(kt, 4 * co, 2, 2, ci).permute(0, 1, 4, 2, 3), self.conv.bias.repeat(4)
 
     def forward(self, h: torch.Tensor, cache: StreamCache) -> torch.Tensor:
         """h: `(B, T, C, H, W)` -> `(B, T', C, 2H, 2W)`, T' = 2T (2T - 1 when h starts the video), or T."""
@@ -309,7 +319,9 @@ class Upsample3D(nn.Module):
         hp[:, :, :, :, 0].zero_()
         hp[:, :, :, :, -1].zero_()
         hp[:, lead:, :, 1:-1, 1:-1].copy_(h)
-        kernels, bias = self.phase_kernels()
+        if self not in cache.kernels:
+            cache.kernels[self] = self.phase_kernels()
+        kernels, bias = cache.kernels[self]
         y = self.conv.forward_padded(hp, lead, cache, kernels, bias, (0, 0))  # (B, T, 4C, H+1, W+1)
         del hp
         phases = y.permute(0, 1, 3, 4, 2).unflatten(-1, (2, 2, c))  # (B, T, H+1, W+1, 2, 2, C)

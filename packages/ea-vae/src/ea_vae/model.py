@@ -3,16 +3,22 @@ encode/decode and spatial tiling.
 
 Time structure (the same as the released EasyAnimate V5.1 VAE and diffusers' `AutoencoderKLMagvit`):
 frame 0 is encoded on its own into latent 0 and every further 4 frames into one latent, so
-`F = 1 + 4k` frames <-> `1 + k` latents. All temporal operations are causal (past-padded convolutions,
-stride-2 downsampling on the grid 0, 2, 4, ...; nearest x2 upsampling with frame 0 alone) and all
-normalisation is per frame, so the network is a function of the whole video that does not depend on
-where it is cut into slices:
+`F = 1 + 4k` frames <-> `1 + k` latents.
+
+How the released model treats slice boundaries, and why one function covers every slicing: diffusers
+always runs frame 0 (latent 0) alone and then chunks of 4 frames (1 latent), each causal conv
+carrying its last frames (`prev_features`) to the next chunk. Its temporal downsamplers (stride 2)
+then sit on the grid 0, 2, 4, ... of the whole video; its temporal upsamplers skip upsampling on their
+first call only, i.e. frame 0 stays alone and every later frame is doubled (nearest, since
+`spatial_group_norm=True`; the trilinear variant for `False` would mix frames within a chunk, so that
+setting is refused); GroupNorm is per frame and the V5.1 mid block has no attention. Nothing in it
+therefore depends on where chunks end, and `SliceVAE` defines the same function of the whole video:
 
 * unsliced: one pass over all frames;
-* `scheme="streaming"`: frame 0 (latent 0) alone, then `encode_frames` frames / `decode_latents`
-  latents per slice, each causal convolution carrying its last frames to the next slice in a
-  `StreamCache`. This is the released model's "cache" mode and equals the unsliced result to float
-  rounding; peak memory is that of one slice.
+* `scheme="streaming"`: `encode_frames` frames / `decode_latents` latents per slice (frame 0 /
+  latent 0 ride with the first), each causal convolution carrying its last frames to the next slice
+  in a `StreamCache`. Equal to the unsliced result and to diffusers to float rounding, for any slice
+  length; peak memory is that of one slice.
 * `scheme="shared"` (the paper's feature sharing, decode only): every latent slice is decoded on its own,
   but `conv_in` and the mid block see the previous and next `decode_latents` latents as context before
   the features are cropped back to the slice. Close to, not equal to, the unsliced result. Note that the
@@ -264,12 +270,13 @@ class SliceVAE(nn.Module):
         tiles = self._tiles(lh, lw, encode=False)
         shape = (b, cfg.out_channels, self._frame_of(n_lat), lh * sc, lw * sc)
         out = latents.new_zeros(shape) if len(tiles) > 1 else latents.new_empty(shape)
-        caches = [StreamCache() for _ in tiles]
+        kernels: dict = {}
+        caches = [StreamCache(kernels=kernels) for _ in tiles]
         for i, (l0, l1) in enumerate(slices):
             f0, f1 = self._frame_of(l0), self._frame_of(l1)
             for tile, cache in zip(tiles, caches):
                 if shared:
-                    y = self._decode_shared(latents, l0, l1, tile)
+                    y = self._decode_shared(latents, l0, l1, tile, kernels)
                 else:
                     z = to_frames(latents[:, :, l0:l1, tile.y[0] : tile.y[1], tile.x[0] : tile.x[1]])
                     y = self.decoder(pointwise_conv(self.post_quant_conv, z), cache)
@@ -278,7 +285,7 @@ class SliceVAE(nn.Module):
             self._report(i + 1, len(slices))
         return out
 
-    def _decode_shared(self, latents: torch.Tensor, l0: int, l1: int, tile: Tile) -> torch.Tensor:
+    def _decode_shared(self, latents: torch.Tensor, l0: int, l1: int, tile: Tile, kernels: dict) -> torch.Tensor:
         """Paper's feature sharing: `conv_in` + mid block over [previous slice, slice, next slice], crop back
         to the slice, then the up blocks on the slice alone. Returns frames-first `(B, F_slice, C, H, W)`."""
         n = self.slicing.decode_latents
@@ -286,7 +293,7 @@ class SliceVAE(nn.Module):
         z = to_frames(latents[:, :, c0:c1, tile.y[0] : tile.y[1], tile.x[0] : tile.x[1]])
         h = self.decoder.mid(pointwise_conv(self.post_quant_conv, z), StreamCache())
         h = h[:, l0 - c0 : l1 - c0]
-        return self.decoder.up(h, StreamCache(continuing=l0 > 0))
+        return self.decoder.up(h, StreamCache(continuing=l0 > 0, kernels=kernels))
 
     def forward(self, video: torch.Tensor, sample_posterior: bool = True,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, DiagonalGaussian]:
