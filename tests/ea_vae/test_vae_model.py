@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from ea_vae import SliceVAE, SliceVAEConfig
 from ea_vae.convert import state_dict_to_diffusers
-from ea_vae.layers import SpatialAttention, StreamCache, norm_act, to_frames
+from ea_vae.layers import SpatialAttention, StreamCache, Upsample3D, norm_act, to_frames
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -234,6 +234,23 @@ def test_attention_model_streams_exactly():
         full = vae.decode(vae.encode(x).mean)
         vae.enable_slicing(4, 1)
         close(vae.decode(vae.encode(x).mean), full, 1e-5)
+
+
+@pytest.mark.parametrize("temporal", [False, True])
+def test_subpixel_upsampler_matches_interpolate_then_conv3d(temporal):
+    """Plain reference: nearest x2 in space, replicate past-padding in time, Conv3d, nearest x2 in time
+    for every frame but the first."""
+    torch.manual_seed(0)
+    up = Upsample3D(6, temporal)
+    x = torch.randn(1, 6, 3, 5, 4)
+    ref = F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest")
+    ref = F.conv3d(F.pad(ref, (0, 0, 0, 0, 2, 0), mode="replicate"), up.conv.weight, up.conv.bias, padding=(0, 1, 1))
+    if temporal:
+        ref = torch.cat([ref[:, :, :1], ref[:, :, 1:].repeat_interleave(2, dim=2)], 2)
+    out = up(to_frames(x), StreamCache()).permute(0, 2, 1, 3, 4)  # with autograd: differentiable fold
+    close(out, ref, 1e-5)
+    with torch.no_grad():  # in-place fold
+        close(up(to_frames(x), StreamCache()).permute(0, 2, 1, 3, 4), ref, 1e-5)
 
 
 def test_stream_cache_continuing_upsampler_doubles_every_frame():

@@ -87,13 +87,10 @@ class StreamCache:
     treat every frame as a later frame.
     """
 
-    def __init__(self, continuing: bool = False, kernels: dict | None = None):
+    def __init__(self, continuing: bool = False):
         self.past: dict[nn.Module, torch.Tensor] = {}
         self.started: set[nn.Module] = set()
         self.continuing = continuing
-        # derived kernels (the upsamplers' sub-pixel folds), computed once per encode/decode call and shared
-        # by the caches of all its tiles and slices
-        self.kernels: dict[nn.Module, tuple[torch.Tensor, ...]] = {} if kernels is None else kernels
 
     def clear(self) -> None:
         self.past.clear()
@@ -300,13 +297,25 @@ class Upsample3D(nn.Module):
         """
         w = self.conv.weight.permute(2, 0, 3, 4, 1)  # (kt, C_out, 3, 3, C_in): a view of the storage
         kt, co, ci = w.shape[0], w.shape[1], w.shape[4]
+        if torch.is_grad_enabled() and w.requires_grad:  # differentiable version
 
-        def fold(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:  # 3 taps -> (phase 0, phase 1)
-            t0, t1, t2 = x.unbind(dim)
-            return torch.stack([t0, t1 + t2], dim), torch.stack([t0 + t1, t2], dim)
+            def fold(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:  # 3 taps -> 2 phases
+                t0, t1, t2 = x.unbind(dim)
+                return torch.stack([t0, t1 + t2], dim), torch.stack([t0 + t1, t2], dim)
 
-        rows = fold(w, 2)  # 2 x (kt, C_out, 2, 3, C_in)
-        out = torch.stack([torch.stack(fold(r, 3), 1) for r in rows], 1)  # (kt, 2, 2, C_out, 2, 2, C_in)
+            out = torch.stack([torch.stack(fold(r, 3), 1) for r in fold(w, 2)], 1)
+        else:  # the same sums written in place: fewer passes over a large weight
+            rows = w.new_empty(kt, 2, co, 2, 3, ci)  # (kt, row phase, o, row tap, col, i)
+            rows[:, 0, :, 0] = w[:, :, 0]
+            torch.add(w[:, :, 1], w[:, :, 2], out=rows[:, 0, :, 1])
+            torch.add(w[:, :, 0], w[:, :, 1], out=rows[:, 1, :, 0])
+            rows[:, 1, :, 1] = w[:, :, 2]
+            c0, c1, c2 = rows.unbind(4)
+            out = w.new_empty(kt, 2, 2, co, 2, 2, ci)  # (kt, row phase, col phase, o, row tap, col tap, i)
+            out[:, :, 0, :, :, 0] = c0
+            torch.add(c1, c2, out=out[:, :, 0, :, :, 1])
+            torch.add(c0, c1, out=out[:, :, 1, :, :, 0])
+            out[:, :, 1, :, :, 1] = c2
         return out.view(kt, 4 * co, 2, 2, ci).permute(0, 1, 4, 2, 3), self.conv.bias.repeat(4)
 
     def forward(self, h: torch.Tensor, cache: StreamCache) -> torch.Tensor:
@@ -319,10 +328,9 @@ class Upsample3D(nn.Module):
         hp[:, :, :, :, 0].zero_()
         hp[:, :, :, :, -1].zero_()
         hp[:, lead:, :, 1:-1, 1:-1].copy_(h)
-        if self not in cache.kernels:
-            cache.kernels[self] = self.phase_kernels()
-        kernels, bias = cache.kernels[self]
-        y = self.conv.forward_padded(hp, lead, cache, kernels, bias, (0, 0))  # (B, T, 4C, H+1, W+1)
+        kernels, bias = self.phase_kernels()  # transient: folded per call rather than held in memory
+        y = self.conv.forward_padded(hp, lead, cache, kernels, bias, (0, 0))
+        del kernels  # (B, T, 4C, H+1, W+1)
         del hp
         phases = y.permute(0, 1, 3, 4, 2).unflatten(-1, (2, 2, c))  # (B, T, H+1, W+1, 2, 2, C)
         # Interleave the phases into the output, each frame written twice when upsampling time too.

@@ -270,13 +270,12 @@ class SliceVAE(nn.Module):
         tiles = self._tiles(lh, lw, encode=False)
         shape = (b, cfg.out_channels, self._frame_of(n_lat), lh * sc, lw * sc)
         out = latents.new_zeros(shape) if len(tiles) > 1 else latents.new_empty(shape)
-        kernels: dict = {}
-        caches = [StreamCache(kernels=kernels) for _ in tiles]
+        caches = [StreamCache() for _ in tiles]
         for i, (l0, l1) in enumerate(slices):
             f0, f1 = self._frame_of(l0), self._frame_of(l1)
             for tile, cache in zip(tiles, caches):
                 if shared:
-                    y = self._decode_shared(latents, l0, l1, tile, kernels)
+                    y = self._decode_shared(latents, l0, l1, tile)
                 else:
                     z = to_frames(latents[:, :, l0:l1, tile.y[0] : tile.y[1], tile.x[0] : tile.x[1]])
                     y = self.decoder(pointwise_conv(self.post_quant_conv, z), cache)
@@ -285,7 +284,7 @@ class SliceVAE(nn.Module):
             self._report(i + 1, len(slices))
         return out
 
-    def _decode_shared(self, latents: torch.Tensor, l0: int, l1: int, tile: Tile, kernels: dict) -> torch.Tensor:
+    def _decode_shared(self, latents: torch.Tensor, l0: int, l1: int, tile: Tile) -> torch.Tensor:
         """Paper's feature sharing: `conv_in` + mid block over [previous slice, slice, next slice], crop back
         to the slice, then the up blocks on the slice alone. Returns frames-first `(B, F_slice, C, H, W)`."""
         n = self.slicing.decode_latents
@@ -293,7 +292,7 @@ class SliceVAE(nn.Module):
         z = to_frames(latents[:, :, c0:c1, tile.y[0] : tile.y[1], tile.x[0] : tile.x[1]])
         h = self.decoder.mid(pointwise_conv(self.post_quant_conv, z), StreamCache())
         h = h[:, l0 - c0 : l1 - c0]
-        return self.decoder.up(h, StreamCache(continuing=l0 > 0, kernels=kernels))
+        return self.decoder.up(h, StreamCache(continuing=l0 > 0))
 
     def forward(self, video: torch.Tensor, sample_posterior: bool = True,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, DiagonalGaussian]:
