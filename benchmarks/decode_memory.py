@@ -48,7 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
-    p.add_argument("--size", type=int, default=32, help="frame height = width in pixels (multiple of 8)")
+    p.add_argument("--size", type=int, default=64, help="frame height = width in pixels (multiple of 8; default 64)")
     p.add_argument("--frames", type=int, nargs="+", default=[9, 17, 33, 65],
                    help="frame counts (each 1 + 4k)")
     p.add_argument("--config", choices=sorted(CONFIGS), default="small", help="VAE architecture")
