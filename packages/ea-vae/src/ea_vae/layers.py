@@ -12,6 +12,8 @@ video slice by slice through the same cache gives exactly the output of one pass
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -77,6 +79,45 @@ def pointwise_conv(conv: nn.Conv3d, h: torch.Tensor) -> torch.Tensor:
     return y.unflatten(0, h.shape[:2])
 
 
+class Workspace:
+    """Scratch buffers that the temporal slices (and tiles) of one encode/decode call hand on to each other.
+
+    A padded input buffer is given back once its convolution has run, so the next layer or slice with the
+    same shape reuses it instead of allocating fresh memory (which on the CPU means fresh, zero-filled
+    pages for every slice). At most one buffer per distinct shape is held, so memory stays that of one
+    slice. Not used while autograd records: a buffer saved for backward must not be overwritten.
+    """
+
+    def __init__(self):
+        self.free: dict[tuple, list[torch.Tensor]] = {}
+        self.derived: dict[nn.Module, tuple[torch.Tensor, ...]] = {}
+
+    def weights_of(self, module: nn.Module, make: Callable[[], tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+        """`make()` (weights derived from `module`'s, e.g. folded kernels), computed once per call and shared by
+        its slices and tiles; recomputed every time while autograd records."""
+        if torch.is_grad_enabled():
+            return make()
+        if module not in self.derived:
+            self.derived[module] = make()
+        return self.derived[module]
+
+    @staticmethod
+    def _key(shape: tuple[int, ...], like: torch.Tensor) -> tuple:
+        return (*shape, like.dtype, like.device)
+
+    def frames(self, b: int, t: int, c: int, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+        """Like `empty_frames`, reusing a given-back buffer of that shape if there is one."""
+        stack = self.free.get(self._key((b, t, c, h, w), like))
+        if stack and not torch.is_grad_enabled():
+            return stack.pop()
+        return empty_frames(b, t, c, h, w, like)
+
+    def give(self, x: torch.Tensor) -> None:
+        """Hand back a buffer from `frames` that nothing reads any more."""
+        if not torch.is_grad_enabled():
+            self.free.setdefault(self._key(tuple(x.shape), x), []).append(x)
+
+
 class StreamCache:
     """What one temporal slice hands to the next: the last input frames of every causal convolution and
     whether each temporal upsampler has already emitted frame 0 of the video.
@@ -84,13 +125,25 @@ class StreamCache:
     A fresh cache means "this slice starts the video" (causal convolutions replicate the first frame into
     the past; upsamplers keep frame 0 alone). `continuing=True` starts a slice from the middle of a video
     without carried frames (the feature-sharing scheme): convolutions still replicate-pad, but upsamplers
-    treat every frame as a later frame.
+    treat every frame as a later frame. `workspace`, if given, recycles scratch buffers between slices.
     """
 
-    def __init__(self, continuing: bool = False):
+    def __init__(self, continuing: bool = False, workspace: Workspace | None = None):
         self.past: dict[nn.Module, torch.Tensor] = {}
         self.started: set[nn.Module] = set()
         self.continuing = continuing
+        self.workspace = workspace
+
+    def buffer(self, b: int, t: int, c: int, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+        """An uninitialised frames-first `(B, T, C, H, W)` buffer (from the workspace if there is one)."""
+        if self.workspace is None:
+            return empty_frames(b, t, c, h, w, like)
+        return self.workspace.frames(b, t, c, h, w, like)
+
+    def release(self, x: torch.Tensor) -> None:
+        """Give a buffer from `buffer` back once nothing reads it."""
+        if self.workspace is not None:
+            self.workspace.give(x)
 
     def clear(self) -> None:
         self.past.clear()
@@ -143,7 +196,7 @@ class CausalConv3d(nn.Conv3d):
         """h: `(B, T, C_in, H, W)` frames-first -> `(B, T', C_out, H', W')`."""
         lead = self.lead_frames(cache)
         b, t, c, hh, ww = h.shape
-        hp = empty_frames(b, lead + t, c, hh, ww, h)
+        hp = cache.buffer(b, lead + t, c, hh, ww, h)
         hp[:, lead:].copy_(h)
         return self.forward_padded(hp, lead, cache)
 
@@ -152,7 +205,8 @@ class CausalConv3d(nn.Conv3d):
         """Like `forward`, for an input already written at `hp[:, lead:]` of a buffer
         (`lead = self.lead_frames(cache)`), which saves copying it; `hp[:, :lead]` is filled here.
 
-        `kernels` `(kt, C_out', C_in, kh', kw')`, `bias` and `padding` replace this layer's own 2D kernels per
+        `hp` is given back to the cache's workspace afterwards (if it came from `cache.buffer`, it may be
+        reused by the next layer). `kernels` `(kt, C_out', C_in, kh', kw')`, `bias` and `padding` replace this layer's own 2D kernels per
         temporal tap (the sub-pixel upsampler uses this); default: `weight[:, :, k]`, `bias`, `k // 2`.
         """
         p, st, kt = self.time_padding, self.stride[0], self.kernel_size[0]
@@ -173,14 +227,19 @@ class CausalConv3d(nn.Conv3d):
             y = F.conv2d(_flat(x), kernels[k], bias if k == kt - 1 else None, stride=self.stride[1:], padding=padding)
             out = y if out is None else out.add_(y)
         if p:
-            cache.past[self] = hp[:, n_out * st :].clone()
+            tail = hp[:, n_out * st :]
+            if past is not None and past.shape == tail.shape and _inplace_ok(tail):
+                past.copy_(tail)  # reuse the carried buffer: no fresh allocation per slice
+            else:
+                cache.past[self] = tail.clone()
+        cache.release(hp)
         return out.unflatten(0, (b, -1))
 
     def forward_normed(self, h: torch.Tensor, norm: nn.GroupNorm, act: str, cache: StreamCache) -> torch.Tensor:
         """`forward(norm_act(h, norm, act))`, writing the normalised input straight into the padded buffer."""
         lead = self.lead_frames(cache)
         b, t, c, hh, ww = h.shape
-        hp = empty_frames(b, lead + t, c, hh, ww, h)
+        hp = cache.buffer(b, lead + t, c, hh, ww, h)
         norm_act(h, norm, act, out=hp[:, lead:])
         return self.forward_padded(hp, lead, cache)
 
@@ -267,7 +326,7 @@ class Downsample3D(nn.Module):
     def forward(self, h: torch.Tensor, cache: StreamCache) -> torch.Tensor:
         b, t, c, hh, ww = h.shape
         lead = self.conv.lead_frames(cache)
-        hp = empty_frames(b, lead + t, c, hh + 1, ww + 1, h)
+        hp = cache.buffer(b, lead + t, c, hh + 1, ww + 1, h)
         hp[:, :, :, hh].zero_()
         hp[:, :, :, :, ww].zero_()
         hp[:, lead:, :, :hh, :ww].copy_(h)
@@ -322,13 +381,16 @@ class Upsample3D(nn.Module):
         """h: `(B, T, C, H, W)` -> `(B, T', C, 2H, 2W)`, T' = 2T (2T - 1 when h starts the video), or T."""
         b, t, c, hh, ww = h.shape
         lead = self.conv.lead_frames(cache)
-        hp = empty_frames(b, lead + t, c, hh + 2, ww + 2, h)  # zero border of 1 = the upsampled zero padding
+        hp = cache.buffer(b, lead + t, c, hh + 2, ww + 2, h)  # zero border of 1 = the upsampled zero padding
         hp[:, :, :, 0].zero_()
         hp[:, :, :, -1].zero_()
         hp[:, :, :, :, 0].zero_()
         hp[:, :, :, :, -1].zero_()
         hp[:, lead:, :, 1:-1, 1:-1].copy_(h)
-        kernels, bias = self.phase_kernels()  # transient: folded per call rather than held in memory
+        if cache.workspace is None:  # transient: folded per call rather than held in memory
+            kernels, bias = self.phase_kernels()
+        else:  # folded once per encode/decode call, shared by its slices and tiles
+            kernels, bias = cache.workspace.weights_of(self, self.phase_kernels)
         y = self.conv.forward_padded(hp, lead, cache, kernels, bias, (0, 0))
         del kernels  # (B, T, 4C, H+1, W+1)
         del hp

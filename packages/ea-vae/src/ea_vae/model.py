@@ -40,7 +40,7 @@ from torch import nn
 
 from .config import SliceVAEConfig
 from .distribution import DiagonalGaussian
-from .layers import BLOCKS, CausalConv3d, MidBlock3D, StreamCache, pointwise_conv, to_frames
+from .layers import BLOCKS, CausalConv3d, MidBlock3D, StreamCache, Workspace, pointwise_conv, to_frames
 from .tiling import Tile, make_tiles
 
 SCHEMES = ("streaming", "shared")
@@ -212,6 +212,12 @@ class SliceVAE(nn.Module):
             return [(0, n)]
         return [(0, min(1 + per_slice, n))] + [(s, min(s + per_slice, n)) for s in range(1 + per_slice, n, per_slice)]
 
+    @staticmethod
+    def _workspace(passes: int) -> Workspace | None:
+        """Scratch buffers recycled between the slices and tiles of one call; a single pass has no use for them
+        (they would only keep freed buffers alive)."""
+        return Workspace() if passes > 1 else None
+
     def _report(self, done: int, total: int) -> None:
         if self.progress_callback is not None:
             self.progress_callback(done, total)
@@ -245,7 +251,8 @@ class SliceVAE(nn.Module):
         tiles = self._tiles(hgt // sc, wid // sc, encode=True)
         shape = (b, 2 * cfg.latent_channels, n_lat, hgt // sc, wid // sc)
         moments = video.new_zeros(shape) if len(tiles) > 1 else video.new_empty(shape)
-        caches = [StreamCache() for _ in tiles]
+        workspace = self._workspace(len(slices) * len(tiles))
+        caches = [StreamCache(workspace=workspace) for _ in tiles]
         for i, (l0, l1) in enumerate(slices):
             f0, f1 = self._frame_of(l0), self._frame_of(l1)
             for tile, cache in zip(tiles, caches):
@@ -270,12 +277,13 @@ class SliceVAE(nn.Module):
         tiles = self._tiles(lh, lw, encode=False)
         shape = (b, cfg.out_channels, self._frame_of(n_lat), lh * sc, lw * sc)
         out = latents.new_zeros(shape) if len(tiles) > 1 else latents.new_empty(shape)
-        caches = [StreamCache() for _ in tiles]
+        workspace = self._workspace(len(slices) * len(tiles))
+        caches = [StreamCache(workspace=workspace) for _ in tiles]
         for i, (l0, l1) in enumerate(slices):
             f0, f1 = self._frame_of(l0), self._frame_of(l1)
             for tile, cache in zip(tiles, caches):
                 if shared:
-                    y = self._decode_shared(latents, l0, l1, tile)
+                    y = self._decode_shared(latents, l0, l1, tile, workspace)
                 else:
                     z = to_frames(latents[:, :, l0:l1, tile.y[0] : tile.y[1], tile.x[0] : tile.x[1]])
                     y = self.decoder(pointwise_conv(self.post_quant_conv, z), cache)
@@ -284,15 +292,16 @@ class SliceVAE(nn.Module):
             self._report(i + 1, len(slices))
         return out
 
-    def _decode_shared(self, latents: torch.Tensor, l0: int, l1: int, tile: Tile) -> torch.Tensor:
+    def _decode_shared(self, latents: torch.Tensor, l0: int, l1: int, tile: Tile,
+                       workspace: Workspace | None = None) -> torch.Tensor:
         """Paper's feature sharing: `conv_in` + mid block over [previous slice, slice, next slice], crop back
         to the slice, then the up blocks on the slice alone. Returns frames-first `(B, F_slice, C, H, W)`."""
         n = self.slicing.decode_latents
         c0, c1 = max(0, l0 - n), min(latents.shape[2], l1 + n)
         z = to_frames(latents[:, :, c0:c1, tile.y[0] : tile.y[1], tile.x[0] : tile.x[1]])
-        h = self.decoder.mid(pointwise_conv(self.post_quant_conv, z), StreamCache())
+        h = self.decoder.mid(pointwise_conv(self.post_quant_conv, z), StreamCache(workspace=workspace))
         h = h[:, l0 - c0 : l1 - c0]
-        return self.decoder.up(h, StreamCache(continuing=l0 > 0))
+        return self.decoder.up(h, StreamCache(continuing=l0 > 0, workspace=workspace))
 
     def forward(self, video: torch.Tensor, sample_posterior: bool = True,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, DiagonalGaussian]:
