@@ -75,9 +75,13 @@ def parse_args(argv=None) -> TrainDiTConfig:
     helps = {"model": "size preset when --dit is not given: tiny (CPU demo) or xl (PixArt-alpha XL/2)",
              "train": "all: every parameter; motion: only the motion modules (V1 stage 2)",
              "sample_prompts": "a prompt to sample at the end (default: captions of the first batch)"}
-    return parse_config(TrainDiTConfig, argv, "uv run apps/train_dit", __doc__, helps,
-                        {"model": ("tiny", "xl"), "train": ("all", "motion"),
-                         "attention_backend": ("sdpa", "xformers", "triton"), "dtype": tuple(DTYPES)})
+    cfg = parse_config(TrainDiTConfig, argv, "uv run apps/train_dit", __doc__, helps,
+                       {"model": ("tiny", "xl"), "train": ("all", "motion"),
+                        "attention_backend": ("sdpa", "xformers", "triton"), "dtype": tuple(DTYPES)})
+    if cfg.train == "motion" and not cfg.dit:
+        # The output layer of a fresh DiT is zero: no gradient would reach the motion modules.
+        raise SystemExit("error: --train motion needs a pretrained DiT (--dit PATH, e.g. a PixArt folder)")
+    return cfg
 
 
 def build_dit(cfg: TrainDiTConfig, latent_channels: int, caption_channels: int, sample_size: int):

@@ -117,3 +117,29 @@ def test_train_vae_resume_equals_uninterrupted(tmp_path, tiny_shards):
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and all(r["disc_factor"] == 1.0 for r in rows[1:])
     report = json.loads((tmp_path / "b" / "samples" / "metrics.json").read_text())
     assert 0 < report["psnr"] < 100 and (tmp_path / "b" / "samples" / "recon_0.gif").exists()
+
+
+@pytest.mark.slow
+def test_train_dit_motion_only_changes_only_motion_modules(tmp_path, tiny_shards, tiny_models):
+    from ea_dit import VideoDiT, VideoDiTConfig
+
+    torch.manual_seed(1)
+    pretrained = VideoDiT(VideoDiTConfig.tiny(caption_channels=32))
+    with torch.no_grad():  # stand-in for a trained DiT: its zero-initialised output layers are non-zero
+        for name, p in pretrained.named_parameters():
+            if "motion_module" not in name and "long_skip" not in name and p.abs().max() == 0:
+                p.normal_(0, 0.02)
+    pretrained.save_pretrained(tmp_path / "init")
+    app = load_app("train_dit")
+    cfg = app.parse_args(["--data", str(tiny_shards), "--vae", str(tiny_models["vae"]), "--text-encoder",
+                          str(tiny_models["text_encoder"]), "--dit", str(tmp_path / "init"), "--train", "motion",
+                          "--out", str(tmp_path / "run"), "--steps", "2", "--size", "64", "--frames", "5",
+                          "--sample-steps", "0", "--ema-decay", "0"])
+    final = load_file(app.train(cfg) / "model.safetensors")
+    init = load_file(tmp_path / "init" / "model.safetensors")
+    changed = {k for k in init if not torch.equal(init[k], final[k])}
+    # A fresh DiT has a zero output layer, so motion-only training must start from a trained one.
+    with pytest.raises(SystemExit):
+        app.parse_args(["--train", "motion"])
+    assert changed and all("motion_module" in k for k in changed), sorted(changed)
+    assert any("motion_module" in k and "proj_out" in k for k in changed), sorted(changed)
