@@ -1,4 +1,13 @@
-"""ea_data."""
+"""ea_data: video data curation and loading for EasyAnimate.
+
+    from ea_data import detect_scenes, score_clip
+    scenes = detect_scenes(path)   # Scene: start_frame, end_frame (exclusive), start_time, end_time, fps
+    scores = score_clip(path, start_time, end_time, scorers=("motion", "text", "aesthetic"))
+    loader = make_dataloader("shards/", LoaderConfig(resolution=512, num_frames=49))  # bucketed batches
+
+CLI: `ea-data run INPUT_DIR OUTPUT_DIR` (split -> score -> filter -> shard, resumable). Test and demo
+data: `python -m ea_data.synthetic OUT_DIR`.
+"""
 
 from .buckets import BucketKey, aspect_ratio_buckets, nearest_bucket, token_batch_size, token_length_frames
 from .filters import FilterConfig, apply_filters
