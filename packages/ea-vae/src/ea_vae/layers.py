@@ -80,17 +80,37 @@ def pointwise_conv(conv: nn.Conv3d, h: torch.Tensor) -> torch.Tensor:
 
 
 class Workspace:
-    """Scratch buffers that the temporal slices (and tiles) of one encode/decode call hand on to each other.
+    """Scratch memory that the temporal slices (and tiles) of one encode/decode call hand on to each other.
 
-    A padded input buffer is given back once its convolution has run, so the next layer or slice with the
-    same shape reuses it instead of allocating fresh memory (which on the CPU means fresh, zero-filled
-    pages for every slice). At most one buffer per distinct shape is held, so memory stays that of one
-    slice. Not used while autograd records: a buffer saved for backward must not be overwritten.
+    Padded convolution inputs are carved out of one recycled block: a layer takes it, its convolution
+    runs, and it is given back for the next layer or slice, so slices do not allocate fresh (on the CPU:
+    zero-filled, page-faulting) memory for every layer. Only the largest block seen is kept, so this adds
+    at most one padded input of one slice to memory. Not used while autograd records (a buffer saved for
+    backward must not be overwritten).
     """
 
     def __init__(self):
-        self.free: dict[tuple, list[torch.Tensor]] = {}
+        self.block: torch.Tensor | None = None  # the free block (1-D), if any
+        self.lent: dict[int, torch.Tensor] = {}  # blocks handed out, by data pointer
         self.derived: dict[nn.Module, tuple[torch.Tensor, ...]] = {}
+
+    def frames(self, b: int, t: int, c: int, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+        """Like `empty_frames`, carved out of the recycled block when it is free and large enough."""
+        if torch.is_grad_enabled():
+            return empty_frames(b, t, c, h, w, like)
+        blk, n = self.block, b * t * h * w * c
+        if blk is None or blk.numel() < n or blk.dtype != like.dtype or blk.device != like.device:
+            blk = torch.empty(n, dtype=like.dtype, device=like.device)
+        else:
+            self.block = None
+        self.lent[blk.data_ptr()] = blk
+        return blk[:n].view(b, t, h, w, c).permute(0, 1, 4, 2, 3)
+
+    def give(self, x: torch.Tensor) -> None:
+        """Hand back a buffer from `frames` that nothing reads any more (kept if it is the largest free one)."""
+        blk = self.lent.pop(x.data_ptr(), None)
+        if blk is not None and (self.block is None or blk.numel() > self.block.numel()):
+            self.block = blk
 
     def weights_of(self, module: nn.Module, make: Callable[[], tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
         """`make()` (weights derived from `module`'s, e.g. folded kernels), computed once per call and shared by
@@ -100,22 +120,6 @@ class Workspace:
         if module not in self.derived:
             self.derived[module] = make()
         return self.derived[module]
-
-    @staticmethod
-    def _key(shape: tuple[int, ...], like: torch.Tensor) -> tuple:
-        return (*shape, like.dtype, like.device)
-
-    def frames(self, b: int, t: int, c: int, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
-        """Like `empty_frames`, reusing a given-back buffer of that shape if there is one."""
-        stack = self.free.get(self._key((b, t, c, h, w), like))
-        if stack and not torch.is_grad_enabled():
-            return stack.pop()
-        return empty_frames(b, t, c, h, w, like)
-
-    def give(self, x: torch.Tensor) -> None:
-        """Hand back a buffer from `frames` that nothing reads any more."""
-        if not torch.is_grad_enabled():
-            self.free.setdefault(self._key(tuple(x.shape), x), []).append(x)
 
 
 class StreamCache:
