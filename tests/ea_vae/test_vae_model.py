@@ -78,6 +78,20 @@ def test_decode_matches_diffusers(vae, reference, n):
     close(ours, theirs)
 
 
+@pytest.mark.parametrize("decode_latents", [None, 1, 2])
+def test_inference_shortcuts_match_the_autograd_path(vae, reference, decode_latents):
+    """Without autograd, decode recycles buffers between slices and convolves time-doubled frames once
+    (folded pair kernels); with autograd it runs the plain 3-tap convolutions. Both match diffusers."""
+    z = latents(4, batch=2)
+    if decode_latents is not None:
+        vae.enable_slicing(decode_latents=decode_latents)
+    with torch.no_grad():
+        fast, theirs = vae.decode(z), reference.decode(z).sample
+    plain = vae.decode(z).detach()  # parameters require grad: autograd path
+    close(fast, theirs)
+    close(plain, theirs)
+
+
 def test_sliced_paths_match_diffusers(vae, reference):
     """Both of diffusers' chunkings (it always runs frame 0 alone, then 4 frames / 1 latent) are the same
     function as ours sliced any way."""

@@ -112,14 +112,19 @@ class Workspace:
         if blk is not None and (self.block is None or blk.numel() > self.block.numel()):
             self.block = blk
 
+    #: derived weights larger than this are recomputed for every slice rather than held for the whole call
+    #: (holding the released model's 512-channel upsampler folds would add ~100 MiB to a slice's peak)
+    max_derived_bytes = 16 * 2**20
+
     def weights_of(self, module: nn.Module, make: Callable[[], tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
         """`make()` (weights derived from `module`'s, e.g. folded kernels), computed once per call and shared by
-        its slices and tiles; recomputed every time while autograd records."""
-        if torch.is_grad_enabled():
-            return make()
-        if module not in self.derived:
-            self.derived[module] = make()
-        return self.derived[module]
+        its slices and tiles when small; recomputed every time while autograd records or when large."""
+        if module in self.derived:
+            return self.derived[module]
+        made = make()
+        if not torch.is_grad_enabled() and sum(t.numel() * t.element_size() for t in made) <= self.max_derived_bytes:
+            self.derived[module] = made
+        return made
 
 
 class StreamCache:
@@ -239,6 +244,59 @@ class CausalConv3d(nn.Conv3d):
         cache.release(hp)
         return out.unflatten(0, (b, -1))
 
+    def pair_kernels(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Kernels `(2, 2 C_out, C_in, kh, kw)` (channels-last per tap) and bias `(2 C_out,)` that compute this
+        (kt = 3, stride 1) conv over a time-doubled input as a 2-tap conv over its distinct frames.
+
+        For the pair of equal frames `(d_j, d_j)` preceded by `d_{j-1}`, the first output is
+        `(w0 + w1) d_{j-1} + w2 d_j` and the second `w0 d_{j-1} + (w1 + w2) d_j`: tap 0 (on `d_{j-1}`) stacks
+        `(w0 + w1, w0)`, tap 1 (on `d_j`) stacks `(w2, w1 + w2)` along the output channels.
+        """
+        w0, w1, w2 = (w.permute(0, 2, 3, 1) for w in self.weight.unbind(2))  # (C_out, kh, kw, C_in) views
+        out = w0.new_empty(2, 2, *w0.shape)  # (tap, output phase, C_out, kh, kw, C_in)
+        torch.add(w0, w1, out=out[0, 0])
+        out[0, 1] = w0
+        out[1, 0] = w2
+        torch.add(w1, w2, out=out[1, 1])
+        co, kh, kw, ci = w0.shape
+        return out.view(2, 2 * co, kh, kw, ci).permute(0, 1, 4, 2, 3), self.bias.repeat(2)
+
+    def forward_doubled(self, h: torch.Tensor, first: int, norm: nn.GroupNorm, act: str,
+                        cache: StreamCache) -> torch.Tensor:
+        """`forward_normed` (inference only, kt = 3, stride 1) for an input doubled in time by nearest
+        upsampling: after `first` (0 or 1) lone frames, frames come in equal pairs. Normalises only the
+        distinct frames and convolves them with `pair_kernels` (2/3 of the multiply-adds); the streaming
+        cache then carries one distinct frame.
+
+        h: `(B, first + 2k, C_in, H, W)` -> `(B, first + 2k, C_out, H, W)`.
+        """
+        d = h[:, ::2]  # frame 0 (if lone), then one frame of each pair
+        b, n, c, hh, ww = d.shape
+        hp = cache.buffer(b, 1 + n, c, hh, ww, d)
+        norm_act(d, norm, act, out=hp[:, 1:])
+        past = cache.past.get(self)
+        hp[:, :1].copy_(hp[:, 1:2] if past is None else past)  # replicate padding at the start of a video
+        if cache.workspace is None:
+            kernels, bias = self.pair_kernels()
+        else:
+            kernels, bias = cache.workspace.weights_of(self, self.pair_kernels)
+        y = None
+        for k in range(2):
+            yk = F.conv2d(_flat(hp[:, k : k + n]), kernels[k], bias if k == 1 else None, padding=self.padding[1:])
+            y = yk if y is None else y.add_(yk)
+        if past is None:
+            cache.past[self] = hp[:, n:].clone()
+        else:
+            past.copy_(hp[:, n:])
+        cache.release(hp)
+        co = self.out_channels
+        phases = y.unflatten(0, (b, n)).unflatten(2, (2, co))  # (B, n, 2, C_out, H, W)
+        out = empty_frames(b, first + 2 * (n - first), co, hh, ww, d)
+        if first:
+            out[:, 0].copy_(phases[:, 0, 0])
+        out[:, first:].unflatten(1, (n - first, 2)).copy_(phases[:, first:])
+        return out
+
     def forward_normed(self, h: torch.Tensor, norm: nn.GroupNorm, act: str, cache: StreamCache) -> torch.Tensor:
         """`forward(norm_act(h, norm, act))`, writing the normalised input straight into the padded buffer."""
         lead = self.lead_frames(cache)
@@ -267,9 +325,13 @@ class ResnetBlock3D(nn.Module):
         self.conv2 = CausalConv3d(out_channels, out_channels, 3)
         self.shortcut = nn.Conv3d(in_channels, out_channels, 1) if in_channels != out_channels else None
 
-    def forward(self, h: torch.Tensor, cache: StreamCache) -> torch.Tensor:
-        """h: `(B, T, C_in, H, W)` -> `(B, T, C_out, H, W)`."""
-        y = self.conv1.forward_normed(h, self.norm1, self.act, cache)
+    def forward(self, h: torch.Tensor, cache: StreamCache, doubled: int | None = None) -> torch.Tensor:
+        """h: `(B, T, C_in, H, W)` -> `(B, T, C_out, H, W)`. `doubled`: h comes from a temporal upsampler
+        (frames in equal pairs after `doubled` lone frames), which lets inference skip repeated work."""
+        if doubled is not None and not torch.is_grad_enabled():
+            y = self.conv1.forward_doubled(h, doubled, self.norm1, self.act, cache)
+        else:
+            y = self.conv1.forward_normed(h, self.norm1, self.act, cache)
         y = self.conv2.forward_normed(y, self.norm2, self.act, cache)
         return y.add_(h if self.shortcut is None else pointwise_conv(self.shortcut, h))
 
@@ -367,19 +429,26 @@ class Upsample3D(nn.Module):
                 return torch.stack([t0, t1 + t2], dim), torch.stack([t0 + t1, t2], dim)
 
             out = torch.stack([torch.stack(fold(r, 3), 1) for r in fold(w, 2)], 1)
-        else:  # the same sums written in place: fewer passes over a large weight
-            rows = w.new_empty(kt, 2, co, 2, 3, ci)  # (kt, row phase, o, row tap, col, i)
-            rows[:, 0, :, 0] = w[:, :, 0]
-            torch.add(w[:, :, 1], w[:, :, 2], out=rows[:, 0, :, 1])
-            torch.add(w[:, :, 0], w[:, :, 1], out=rows[:, 1, :, 0])
-            rows[:, 1, :, 1] = w[:, :, 2]
-            c0, c1, c2 = rows.unbind(4)
+        else:  # the same sums written straight into the result: no intermediate as large as the weight
+            taps = (((0,), (1, 2)), ((0, 1), (2,)))  # [phase][folded tap] -> original taps summed
             out = w.new_empty(kt, 2, 2, co, 2, 2, ci)  # (kt, row phase, col phase, o, row tap, col tap, i)
-            out[:, :, 0, :, :, 0] = c0
-            torch.add(c1, c2, out=out[:, :, 0, :, :, 1])
-            torch.add(c0, c1, out=out[:, :, 1, :, :, 0])
-            out[:, :, 1, :, :, 1] = c2
+            for pr in (0, 1):
+                for pc in (0, 1):
+                    for a in (0, 1):
+                        for bb in (0, 1):
+                            dst = out[:, pr, pc, :, a, bb]
+                            src = [w[:, :, r, c] for r in taps[pr][a] for c in taps[pc][bb]]
+                            if len(src) == 1:
+                                dst.copy_(src[0])
+                            else:
+                                torch.add(src[0], src[1], out=dst)
+                            for x in src[2:]:
+                                dst.add_(x)
         return out.view(kt, 4 * co, 2, 2, ci).permute(0, 1, 4, 2, 3), self.conv.bias.repeat(4)
+
+    def lone_first(self, cache: StreamCache) -> int:
+        """1 if the next call starts the video (its frame 0 is not doubled in time), else 0."""
+        return int(self.temporal and not cache.continuing and self not in cache.started)
 
     def forward(self, h: torch.Tensor, cache: StreamCache) -> torch.Tensor:
         """h: `(B, T, C, H, W)` -> `(B, T', C, 2H, 2W)`, T' = 2T (2T - 1 when h starts the video), or T."""
@@ -402,7 +471,7 @@ class Upsample3D(nn.Module):
         # Interleave the phases into the output, each frame written twice when upsampling time too.
         first = 0
         if self.temporal:
-            first = int(not cache.continuing and self not in cache.started)
+            first = self.lone_first(cache)
             cache.started.add(self)
         t_out = first + (2 * (t - first) if self.temporal else t - first)
         out = torch.empty(b, t_out, hh, 2, ww, 2, c, dtype=h.dtype, device=h.device)
@@ -465,10 +534,17 @@ class UpBlock3D(nn.Module):
         )
         self.upsample = Upsample3D(out_channels, self.temporal) if add_upsample else None
 
-    def forward(self, h: torch.Tensor, cache: StreamCache) -> torch.Tensor:
-        for resnet in self.resnets:
-            h = resnet(h, cache)
+    def forward(self, h: torch.Tensor, cache: StreamCache, doubled: int | None = None) -> torch.Tensor:
+        """`doubled`: h was doubled in time by the previous block's upsampler, after `doubled` lone frames."""
+        for i, resnet in enumerate(self.resnets):
+            h = resnet(h, cache, doubled if i == 0 else None)
         return h if self.upsample is None else self.upsample(h, cache)
+
+    def doubles_time(self, cache: StreamCache) -> int | None:
+        """For the next block: lone leading frames of this block's time-doubled output, or None."""
+        if self.upsample is None or not self.upsample.temporal:
+            return None
+        return self.upsample.lone_first(cache)
 
 
 class SpatialUpBlock3D(UpBlock3D):

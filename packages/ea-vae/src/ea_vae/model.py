@@ -101,8 +101,11 @@ class Decoder(nn.Module):
 
     def up(self, h: torch.Tensor, cache: StreamCache) -> torch.Tensor:
         """Mid-block features -> frames-first video `(B, F, C_out, 8h, 8w)`."""
+        doubled = None
         for block in self.up_blocks:
-            h = block(h, cache)
+            following = block.doubles_time(cache)  # asked before the upsampler marks itself started
+            h = block(h, cache, doubled)
+            doubled = following
         return self.conv_out.forward_normed(h, self.conv_norm_out, self.act, cache)
 
     def forward(self, z: torch.Tensor, cache: StreamCache) -> torch.Tensor:
