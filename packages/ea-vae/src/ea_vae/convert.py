@@ -26,20 +26,16 @@ from .config import SliceVAEConfig
 
 DIFFUSERS_CLASS = "AutoencoderKLMagvit"
 
-_TO_SLICEVAE = [
-    (re.compile(r"^(encoder\.down_blocks\.\d+)\.convs\."), r"\1.resnets."),
-    (re.compile(r"^(encoder\.down_blocks\.\d+)\.downsampler\."), r"\1.downsample."),
-    (re.compile(r"^(decoder\.up_blocks\.\d+)\.convs\."), r"\1.resnets."),
-    (re.compile(r"^(decoder\.up_blocks\.\d+)\.upsampler\."), r"\1.upsample."),
-    (re.compile(r"^((?:en|de)coder\.mid_block)\.convs\."), r"\1.resnets."),
+# (key prefix, diffusers' sub-module name, ours) for the sub-modules whose names differ
+_RENAMED = [
+    (r"encoder\.down_blocks\.\d+", "convs", "resnets"),
+    (r"encoder\.down_blocks\.\d+", "downsampler", "downsample"),
+    (r"decoder\.up_blocks\.\d+", "convs", "resnets"),
+    (r"decoder\.up_blocks\.\d+", "upsampler", "upsample"),
+    (r"(?:en|de)coder\.mid_block", "convs", "resnets"),
 ]
-_TO_DIFFUSERS = [
-    (re.compile(r"^(encoder\.down_blocks\.\d+)\.resnets\."), r"\1.convs."),
-    (re.compile(r"^(encoder\.down_blocks\.\d+)\.downsample\."), r"\1.downsampler."),
-    (re.compile(r"^(decoder\.up_blocks\.\d+)\.resnets\."), r"\1.convs."),
-    (re.compile(r"^(decoder\.up_blocks\.\d+)\.upsample\."), r"\1.upsampler."),
-    (re.compile(r"^((?:en|de)coder\.mid_block)\.resnets\."), r"\1.convs."),
-]
+_TO_SLICEVAE = [(re.compile(rf"^({prefix})\.{theirs}\."), rf"\1.{ours}.") for prefix, theirs, ours in _RENAMED]
+_TO_DIFFUSERS = [(re.compile(rf"^({prefix})\.{ours}\."), rf"\1.{theirs}.") for prefix, theirs, ours in _RENAMED]
 
 
 def _rename(key: str, rules) -> str:
