@@ -229,36 +229,39 @@ def _cmd_run(a):
           f"part {cfg.shard_index}/{cfg.num_shards} written under {a.output_dir}/parts")
 
 
+def _write_manifest(path, records) -> None:
+    """Write a stage's records and print its summary."""
+    from ea_data.pipeline import format_summary, summarize
+
+    write_jsonl(path, records)
+    print(format_summary(summarize(records)))
+    print(f"wrote {len(records)} records to {path}")
+
+
 def _cmd_split(a):
-    from ea_data.pipeline import format_summary, split_stage, summarize
+    from ea_data.pipeline import split_stage
 
     _input_dir(a.input_dir)
     with _Executor(a) as ex:
         records = split_stage(a.input_dir, _config(a), executor=ex)
-    write_jsonl(a.output, records)
-    print(format_summary(summarize(records)))
-    print(f"wrote {len(records)} records to {a.output}")
+    _write_manifest(a.output, records)
 
 
 def _cmd_score(a):
-    from ea_data.pipeline import format_summary, score_stage, summarize
+    from ea_data.pipeline import score_stage
 
     _input_dir(a.input_dir)
     records = _read_manifest(a.manifest)
     with _Executor(a) as ex:
         out = score_stage(records, a.input_dir, _config(a), executor=ex)
-    write_jsonl(a.output, out)
-    print(format_summary(summarize(out)))
-    print(f"wrote {len(out)} records to {a.output}")
+    _write_manifest(a.output, out)
 
 
 def _cmd_filter(a):
-    from ea_data.pipeline import apply_filter_stage, format_summary, summarize
+    from ea_data.pipeline import apply_filter_stage
 
     records = apply_filter_stage(_read_manifest(a.manifest), _filter_config(a), progress=not a.quiet)
-    write_jsonl(a.output, records)
-    print(format_summary(summarize(records)))
-    print(f"wrote {len(records)} records to {a.output}")
+    _write_manifest(a.output, records)
 
 
 def _cmd_shard(a):
