@@ -120,6 +120,21 @@ def load_checkpoint(path: str | os.PathLike, modules: dict[str, torch.nn.Module]
     return json.loads((path / "state.json").read_text())
 
 
+def resume(root: str | os.PathLike, modules: dict[str, torch.nn.Module],
+           optimizers: dict[str, torch.optim.Optimizer], loader) -> int:
+    """Restore the newest checkpoint under `root` (modules, optimizers, RNG, data position), if any.
+
+    Returns the step to continue from (0 when there is no checkpoint).
+    """
+    ck = latest_checkpoint(root)
+    if ck is None:
+        return 0
+    state = load_checkpoint(ck, modules, optimizers)
+    loader.load_state_dict(state["loader"])
+    print(f"resumed from {ck} at step {state['step']}")
+    return state["step"]
+
+
 # --------------------------------------------------------------------------------------------------
 # logs and plots
 # --------------------------------------------------------------------------------------------------

@@ -27,11 +27,10 @@ from _shared import (  # noqa: E402
     LossLog,
     endless_batches,
     generate_videos,
-    latest_checkpoint,
-    load_checkpoint,
     parse_config,
     pixel_multiple,
     plot_metrics,
+    resume,
     save_checkpoint,
     save_videos,
     start_run,
@@ -126,12 +125,8 @@ def train(cfg: TrainDiTConfig) -> Path:
                           size=cfg.size, image_video_ratio=cfg.image_video_ratio, seed=cfg.seed,
                           num_workers=cfg.num_workers, size_multiple=pixel_multiple(dit, vae))
 
-    step, ckpt_dir = 0, out / "checkpoints"
-    if (ck := latest_checkpoint(ckpt_dir)) is not None:
-        state = load_checkpoint(ck, {"dit": dit, "ema": ema}, {"opt": opt})
-        step = state["step"]
-        loader.load_state_dict(state["loader"])
-        print(f"resumed from {ck} at step {step}")
+    ckpt_dir = out / "checkpoints"
+    step = resume(ckpt_dir, {"dit": dit, "ema": ema}, {"opt": opt}, loader)
     log = LossLog(out / "metrics.jsonl", resume_step=step)
     autocast = torch.autocast(device.type, dtype=DTYPES[cfg.dtype], enabled=cfg.dtype != "fp32")
     first_captions: list[str] = []

@@ -24,10 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _shared import (  # noqa: E402
     LossLog,
     endless_batches,
-    latest_checkpoint,
-    load_checkpoint,
     parse_config,
     plot_metrics,
+    resume,
     save_checkpoint,
     start_run,
     video_loader,
@@ -101,14 +100,10 @@ def train(cfg: TrainVAEConfig) -> Path:
     loader = video_loader(cfg.data, batch_size=cfg.batch_size, frames=cfg.frames, stride=cfg.frame_stride,
                           size=cfg.size, image_video_ratio=cfg.image_video_ratio, seed=cfg.seed, num_workers=cfg.num_workers)
 
-    step, ckpt_dir = 0, out / "checkpoints"
+    ckpt_dir = out / "checkpoints"
     modules = {"vae": vae, "loss": loss_fn}
     optimizers = {"opt_g": opt_g, "opt_d": opt_d}
-    if (ck := latest_checkpoint(ckpt_dir)) is not None:
-        state = load_checkpoint(ck, modules, optimizers)
-        step = state["step"]
-        loader.load_state_dict(state["loader"])
-        print(f"resumed from {ck} at step {step}")
+    step = resume(ckpt_dir, modules, optimizers, loader)
     log = LossLog(out / "metrics.jsonl", resume_step=step)
     bar = tqdm(total=cfg.steps, initial=step, desc="train_vae", unit="step")
     for batch in endless_batches(loader) if step < cfg.steps else ():
