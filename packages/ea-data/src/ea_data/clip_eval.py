@@ -22,9 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-import numpy as np
-
 import cv2
+import numpy as np
 
 from .synthetic import COLOR_NAMES, DIRECTIONS
 
