@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-#: Reasons the filter stage can give; the split stage adds its own (see `ea_data.pipeline`).
+#: Reasons the filter stage can give; the split stage adds its own (see `ea_data.curation`).
 FILTER_REASONS = ("text_area", "motion_low", "motion_high", "aesthetic_low")
 
 
