@@ -26,9 +26,7 @@ from _shared import (  # noqa: E402
     DTYPES,
     LossLog,
     endless_batches,
-    generate_videos,
     parse_config,
-    pixel_multiple,
     plot_metrics,
     resume,
     save_checkpoint,
@@ -104,6 +102,7 @@ def train(cfg: TrainDiTConfig) -> Path:
 
     from ea_dit import T5TextEncoder
     from ea_dit.diffusion import GaussianDiffusion
+    from ea_dit.t2v import TextToVideoPipeline, encode_latents, pixel_multiple
     from ea_vae import SliceVAE
 
     device, out = start_run(cfg)
@@ -137,7 +136,7 @@ def train(cfg: TrainDiTConfig) -> Path:
         video, captions = batch["pixel_values"].to(device), list(batch["caption"])
         first_captions = first_captions or captions
         with torch.no_grad():
-            latents = vae.encode(video).sample(g).mul(vae.config.scaling_factor)
+            latents = encode_latents(vae, video, g)
             drop = torch.rand(len(captions), generator=g) < cfg.cfg_dropout
             embeds, mask = text_encoder(["" if d else c for c, d in zip(captions, drop)])
         t = torch.randint(0, diffusion.num_timesteps, (latents.shape[0],), generator=g).to(device)
@@ -171,8 +170,8 @@ def train(cfg: TrainDiTConfig) -> Path:
     plot_metrics(out / "metrics.jsonl", out / "loss.png", keys=["loss", "mse", "vb", "grad_norm"])
     if cfg.sample_steps > 0:
         prompts = list(cfg.sample_prompts) or first_captions[:2] or ["a red circle moves over a striped background"]
-        videos = generate_videos(ema, vae, text_encoder, prompts, cfg.frames, cfg.size, cfg.size,
-                                 steps=cfg.sample_steps, seed=cfg.seed)
+        videos = TextToVideoPipeline(ema, vae, text_encoder)(prompts, cfg.frames, cfg.size, cfg.size,
+                                                             steps=cfg.sample_steps, seed=cfg.seed)
         save_videos(videos, prompts, out / "samples", fps=8)
     print(f"saved {final}; samples in {out / 'samples'}; loss plot {out / 'loss.png'}")
     return Path(final)
