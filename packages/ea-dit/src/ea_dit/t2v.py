@@ -13,7 +13,8 @@ The VAE is any object with `.decode(latents) -> video`, `.encode(video) -> poste
 and `scaling_factor`, so ea-dit does not depend on ea-vae.
 
 This module is the one owner of latent scaling: the DiT works on `latents * scaling_factor`
-(:func:`encode_latents`, used by training) and the VAE decodes `latents / scaling_factor`
+(:func:`scale_latents` / :func:`encode_latents`, used by training) and the VAE decodes
+`latents / scaling_factor`
 (:func:`decode_latents`).
 """
 
@@ -29,9 +30,14 @@ from .diffusion import GaussianDiffusion, classifier_free_guidance
 from .samplers import SAMPLERS
 
 
+def scale_latents(vae: Any, z: torch.Tensor) -> torch.Tensor:
+    """VAE latents (a posterior sample) -> the DiT's latents: z x `scaling_factor`."""
+    return z * vae.config.scaling_factor
+
+
 def encode_latents(vae: Any, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """video `(B, 3, F, H, W)` in [-1, 1] -> the DiT's latents: a posterior sample x `scaling_factor`."""
-    return vae.encode(video).sample(generator) * vae.config.scaling_factor
+    return scale_latents(vae, vae.encode(video).sample(generator))
 
 
 def decode_latents(vae: Any, latents: torch.Tensor) -> torch.Tensor:
