@@ -11,8 +11,9 @@ from ea_dit.model import VideoDiT
 from ea_dit.motion_module import MotionModule, insert_motion_modules, video_frames
 from ea_dit.pipeline import generate_latents
 from ea_dit.text_encoder import T5TextEncoder
+from ea_dit.window_attention import HybridWindowAttention
 
 __version__ = "0.1.0"
 
 __all__ = ["VideoDiT", "VideoDiTConfig", "MotionModule", "insert_motion_modules", "video_frames",
-           "T5TextEncoder", "DiffusionConfig", "GaussianDiffusion", "generate_latents", "__version__"]
+           "T5TextEncoder", "HybridWindowAttention", "DiffusionConfig", "GaussianDiffusion", "generate_latents", "__version__"]
