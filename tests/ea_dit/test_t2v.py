@@ -85,7 +85,7 @@ def test_a_prompt_and_seed_give_the_same_video_alone_or_in_a_batch():
             if not p.any():
                 p.normal_(0, 0.02)
     pipe = TextToVideoPipeline(dit, FakeVAE(), text_encoder)
-    kw = {"num_frames": 5, "height": 32, "width": 32, "steps": 3}
+    kw = {"num_frames": 1, "height": 32, "width": 32, "steps": 2}
     pair = pipe.generate_latents(["a", "bbb"], seed=[7, 11], **kw)
     alone = pipe.generate_latents(["bbb"], seed=11, **kw)
     # Batch size changes the fp32 summation order (~1e-7 relative), and x0 = (x - sigma eps) / alpha
