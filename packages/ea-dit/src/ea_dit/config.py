@@ -8,9 +8,17 @@ channels), learned sigma (output channels = 2 x input). EasyAnimate adds a motio
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import warnings
 from dataclasses import dataclass, field
 
+from ea_dit.files import NON_NEGATIVE, POSITIVE, check_fields
+
 ATTENTION_BACKENDS = ("sdpa", "xformers", "triton")
+# Sizes and counts that must be > 0 (checked with the types when a config is built).
+_POSITIVE_FIELDS = ("in_channels", "out_channels", "sample_size", "patch_size", "hidden_size", "depth", "num_heads",
+                    "mlp_ratio", "norm_eps", "caption_channels", "interpolation_scale", "pixels_per_latent",
+                    "motion_num_heads", "motion_grid", "motion_max_len", "motion_norm_groups")
 
 
 @dataclass
@@ -50,6 +58,7 @@ class VideoDiTConfig:
     _extra: dict = field(default_factory=dict, repr=False)  # unknown keys read from a config.json
 
     def __post_init__(self) -> None:
+        check_fields(self, {**dict.fromkeys(_POSITIVE_FIELDS, POSITIVE), "motion_module_positions": NON_NEGATIVE})
         if self.out_channels is None:
             self.out_channels = 2 * self.in_channels if self.learn_sigma else self.in_channels
         if self.interpolation_scale is None:
@@ -104,11 +113,35 @@ class VideoDiTConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> VideoDiTConfig:
-        """Build from a dict (e.g. config.json); keys that are not fields are kept in `_extra`."""
-        names = {f.name for f in dataclasses.fields(cls)} - {"_extra"}
+    def field_names(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)} - {"_extra"}
+
+    @classmethod
+    def check_keys(cls, keys, what: str = "setting") -> None:
+        """Raise TypeError naming each key that is not a config field, with the closest field name."""
+        names = cls.field_names()
+        for key in keys:
+            if key not in names:
+                close = difflib.get_close_matches(key, sorted(names), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise TypeError(f"unknown VideoDiTConfig {what} {key!r}{hint}")
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> VideoDiTConfig:
+        """Build from a dict (e.g. config.json, named by `source` in messages). Keys that are not fields
+        are kept in `_extra` with a warning naming them (a newer or foreign file may carry more keys)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"{source}: expected a JSON object (key: value), got a {type(d).__name__}")
+        names = cls.field_names()
         known = {k: v for k, v in d.items() if k in names}
         extra = {k: v for k, v in d.items() if k not in names and not k.startswith("_")}
+        if extra:
+            hints = []
+            for k in sorted(extra):
+                close = difflib.get_close_matches(k, sorted(names), n=1)
+                hints.append(f"{k!r} (did you mean {close[0]!r}?)" if close else repr(k))
+            warnings.warn(f"{source}: ignoring keys VideoDiTConfig does not know: {', '.join(hints)}",
+                          stacklevel=2)
         return cls(**known, _extra=extra)
 
     @classmethod
