@@ -21,13 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
 import sys
 import time
 from pathlib import Path
 
 from ea_dit.samplers import SAMPLERS
+from ea_dit.t2v import TextToVideoPipeline, read_run_folder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _shared import DTYPES, pick_device  # noqa: E402
@@ -84,47 +84,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return a
 
 
-def read_run(run: str | os.PathLike) -> dict:
-    """Model paths and generation defaults of a run folder.
-
-    `run.json` (keys `dit`, `vae`, `text_encoder`: paths relative to the folder or absolute; optional
-    `frames`, `height`, `width` or `size`, `fps`) wins; what it lacks comes from the trainers' layout:
-    `dit/final`, `vae/final`, `text_encoder`, with `dit/config.json` (apps/train_dit's settings) for
-    the training size and frame count and, when the folder has no `text_encoder`, its path.
-    """
-    run = Path(run)
-    if not run.is_dir():
-        raise FileNotFoundError(f"--run {run}: no such folder")
-    info: dict = {}
-    if (run / "run.json").exists():
-        try:
-            info = json.loads((run / "run.json").read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{run / 'run.json'}: not valid JSON ({e})") from None
-        if not isinstance(info, dict):
-            raise ValueError(f"{run / 'run.json'}: expected a JSON object")
-    train: dict = {}
-    if (run / "dit" / "config.json").exists():
-        try:
-            train = json.loads((run / "dit" / "config.json").read_text())
-        except json.JSONDecodeError:
-            train = {}
-    out = {"dit": run / "dit" / "final", "vae": run / "vae" / "final", "text_encoder": run / "text_encoder"}
-    if not out["text_encoder"].exists() and isinstance(train.get("text_encoder"), str):
-        out["text_encoder"] = train["text_encoder"]
-    for key in ("dit", "vae", "text_encoder"):
-        if isinstance(info.get(key), str):
-            value = Path(info[key])
-            out[key] = value if value.is_absolute() or not (run / value).exists() else run / value
-    size = info.get("size", train.get("size"))
-    for key, fallback in (("frames", info.get("num_frames", train.get("frames"))), ("height", size),
-                          ("width", size), ("fps", None)):
-        value = info.get(key, fallback)
-        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-            out[key] = value
-    return out
-
-
 def _nearest(value: int, multiple: int, offset: int = 0) -> int:
     """The nearest `offset + k * multiple` (k >= 0) to value; ties go down."""
     k = max(0, math.floor((value - offset) / multiple + 0.5 - 1e-9))
@@ -170,7 +129,7 @@ def load_models(dit_path, vae_path, text_encoder_path, device, dtype):
 def main(argv=None) -> int:
     a = parse_args(argv)
     try:
-        run = read_run(a.run) if a.run else {}
+        run = read_run_folder(a.run) if a.run else {}
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -189,7 +148,6 @@ def main(argv=None) -> int:
         return 2
 
     from ea_data.progress import progress_bar
-    from ea_dit.t2v import TextToVideoPipeline
     from ea_vae.video_io import tensor_to_frames, write_video
 
     device, dtype = pick_device(a.device), DTYPES[a.dtype]

@@ -1,6 +1,7 @@
 """TextToVideoPipeline: the whole path (text -> CFG -> sampler -> latent scaling -> decode) with an oracle
 denoiser whose answer is known, per-video seeds, and input checks. The VAE is a duck-typed stand-in."""
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 from ea_dit import TextToVideoPipeline, VideoDiT, VideoDiTConfig
 from ea_dit.diffusion import GaussianDiffusion
 from ea_dit.samplers import SAMPLERS
-from ea_dit.t2v import decode_latents, encode_latents
+from ea_dit.t2v import decode_latents, encode_latents, read_run_folder
 
 SCALE = 0.25
 
@@ -113,3 +114,26 @@ def test_pipeline_checks_latent_channels():
     vae.config = SimpleNamespace(**{**vars(FakeVAE.config), "latent_channels": 16})
     with pytest.raises(ValueError, match="takes 4 latent channels but the VAE makes 16"):
         TextToVideoPipeline(OracleDiT(), vae, text_encoder)
+
+
+def test_read_run_folder(tmp_path):
+    run = tmp_path / "run"
+    (run / "dit").mkdir(parents=True)
+    (run / "dit" / "config.json").write_text(json.dumps({"frames": 9, "size": 64, "text_encoder": "t5-small"}))
+    # The trainers' layout; the text encoder recorded by train_dit when the folder has none.
+    assert read_run_folder(run) == {"dit": run / "dit" / "final", "vae": run / "vae" / "final",
+                                    "text_encoder": "t5-small", "frames": 9, "height": 64, "width": 64}
+    (run / "text_encoder").mkdir()
+    (run / "models" / "vae").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"vae": "models/vae", "frames": 5, "width": 96, "fps": 12}))
+    got = read_run_folder(run)
+    assert got["text_encoder"] == run / "text_encoder" and got["vae"] == run / "models" / "vae"
+    assert (got["frames"], got["height"], got["width"], got["fps"]) == (5, 64, 96, 12)
+    (run / "run.json").write_text(json.dumps({"height": -3}))
+    with pytest.raises(ValueError, match="run.json: height must be a positive number, got -3"):
+        read_run_folder(run)
+    (run / "run.json").write_text("[1, 2")
+    with pytest.raises(ValueError, match="run.json: not valid JSON"):
+        read_run_folder(run)
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        read_run_folder(tmp_path / "missing")

@@ -13,9 +13,10 @@ from ea_dit.motion_module import MotionModule, insert_motion_modules, video_fram
 from ea_dit.samplers import SAMPLERS, sample_ddim, sample_ddpm, sample_dpmpp_2m, sample_euler
 from ea_dit.t2v import TextToVideoPipeline
 from ea_dit.text_encoder import T5TextEncoder
+from ea_dit.window_attention import HybridWindowAttention
 
 __version__ = "0.1.0"
 
 __all__ = ["VideoDiT", "VideoDiTConfig", "MotionModule", "insert_motion_modules", "video_frames",
-           "T5TextEncoder", "DiffusionConfig", "GaussianDiffusion", "TextToVideoPipeline", "SAMPLERS", "sample_ddpm",
+           "T5TextEncoder", "HybridWindowAttention", "DiffusionConfig", "GaussianDiffusion", "TextToVideoPipeline", "SAMPLERS", "sample_ddpm",
            "sample_ddim", "sample_euler", "sample_dpmpp_2m", "__version__"]

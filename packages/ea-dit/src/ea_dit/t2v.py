@@ -20,8 +20,11 @@ This module is the one owner of latent scaling: the DiT works on `latents * scal
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -50,6 +53,51 @@ def pixel_multiple(dit: torch.nn.Module, vae: Any) -> int:
     """Frame sides must be multiples of this: VAE downsampling x DiT patch (x Grid Reshape cell)."""
     c = dit.config
     return vae.config.spatial_compression * c.patch_size * (c.motion_grid if c.motion_module else 1)
+
+
+def read_run_folder(run: str | os.PathLike) -> dict:
+    """Model paths and generation defaults of a run folder (what `apps/generate --run` reads).
+
+    `run.json` (keys `dit`, `vae`, `text_encoder`: paths relative to the folder or absolute; optional
+    `frames`, `height`, `width` or `size`, `fps`) wins; what it lacks comes from the trainers' layout:
+    `dit/final`, `vae/final`, `text_encoder`, with `dit/config.json` (apps/train_dit's settings) for
+    the training size and frame count and, when the folder has no `text_encoder`, its path.
+    """
+    run = Path(run)
+    if not run.is_dir():
+        raise FileNotFoundError(f"run folder {run}: no such folder")
+    info: dict = {}
+    if (run / "run.json").exists():
+        try:
+            info = json.loads((run / "run.json").read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{run / 'run.json'}: not valid JSON ({e})") from None
+        if not isinstance(info, dict):
+            raise ValueError(f"{run / 'run.json'}: expected a JSON object")
+    train: dict = {}
+    if (run / "dit" / "config.json").exists():
+        try:
+            train = json.loads((run / "dit" / "config.json").read_text())
+        except json.JSONDecodeError:
+            train = {}
+    out = {"dit": run / "dit" / "final", "vae": run / "vae" / "final", "text_encoder": run / "text_encoder"}
+    if not out["text_encoder"].exists() and isinstance(train.get("text_encoder"), str):
+        out["text_encoder"] = train["text_encoder"]
+    for key in ("dit", "vae", "text_encoder"):
+        if isinstance(info.get(key), str):
+            value = Path(info[key])
+            out[key] = value if value.is_absolute() or not (run / value).exists() else run / value
+    for key in ("frames", "num_frames", "height", "width", "size", "fps"):
+        value = info.get(key)
+        if key in info and (isinstance(value, bool) or not isinstance(value, int | float) or not value > 0):
+            raise ValueError(f"{run / 'run.json'}: {key} must be a positive number, got {value!r}")
+    size = info.get("size", train.get("size"))
+    for key, fallback in (("frames", info.get("num_frames", train.get("frames"))), ("height", size),
+                          ("width", size), ("fps", None)):
+        value = info.get(key, fallback)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            out[key] = value
+    return out
 
 
 def _dtype_of(module: Any, default: torch.dtype) -> torch.dtype:
