@@ -36,13 +36,16 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import braceexpand
 import numpy as np
 import torch
 import torch.nn.functional as F
+import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ea_data.buckets import (
     DEFAULT_TOKEN_BUDGET,
+    TOKEN_LENGTH_RESOLUTIONS,
     BucketKey,
     aspect_ratio_buckets,
     nearest_bucket,
@@ -80,7 +83,7 @@ class LoaderConfig:
     batch_size: int = 2
     image_batch_size: int | None = None  # None: same as batch_size
     bucket_by: str = "aspect_ratio"  # or "token_length"
-    resolutions: tuple[int, ...] = (256, 512, 768, 1024)
+    resolutions: tuple[int, ...] = TOKEN_LENGTH_RESOLUTIONS
     token_budget: int = DEFAULT_TOKEN_BUDGET  # frames x height x width of one full-budget sample
     max_batch_size: int | None = 64
     size_multiple: int = 16  # bucket sides are multiples of this (VAE 8 x patch 2)
@@ -131,8 +134,6 @@ def list_shards(shards: str | os.PathLike | Iterable[str | os.PathLike]) -> list
             if not paths:
                 raise FileNotFoundError(f"{p}: directory holds no *.tar shards")
             return paths
-        import braceexpand
-
         paths = list(braceexpand.braceexpand(str(shards)))
     else:
         paths = [str(s) for s in shards]
@@ -389,8 +390,6 @@ class BucketedVideoDataset(IterableDataset):
         return self._iter(worker, num_workers, skip, self._emit_end, self.epoch)
 
     def _iter(self, worker: int, num_workers: int, skip: int, emit_end: bool, epoch: int) -> Iterator[dict]:
-        import webdataset as wds
-
         cfg = self.config
         num_slots = self.world_size * num_workers
         slot = self.rank * num_workers + worker
