@@ -84,11 +84,12 @@ def evaluate_run(out: Path, seeds=(0, 1), device: str = "auto", sampler: str = "
     dit = VideoDiT.from_pretrained(out / run["dit"]).to(dev).eval()
     vae = SliceVAE.from_pretrained(out / run["vae"]).to(dev).eval()
     text_encoder = T5TextEncoder.from_pretrained(out / run["text_encoder"], device=dev)
+    pipe = TextToVideoPipeline(dit, vae, text_encoder)
     prompts = [demo_caption(*t) for t in HELD_OUT]
     clips, videos = [], []
-    for seed in seeds:
-        v = generate_videos(dit, vae, text_encoder, prompts, run["frames"], run["height"], run["width"],
-                            steps=steps, cfg=guidance_scale, sampler=sampler, seed=seed).cpu()
+    for seed in seeds:  # prompt i of seed s starts from the noise of seed 1000 s + i
+        v = pipe(prompts, run["frames"], run["height"], run["width"], steps=steps, guidance_scale=guidance_scale,
+                 sampler=sampler, seed=[1000 * seed + i for i in range(len(prompts))]).cpu()
         videos.append(v)
         for video, (c, s, d), p in zip(v, HELD_OUT, prompts):
             m = evaluate_clip(video, c, d)

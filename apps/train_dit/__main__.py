@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from ea_dit.t2v import TextToVideoPipeline, pixel_multiple, scale_latents
 from ea_dit.training import MetricsLog, plot_metrics, resume, save_checkpoint, write_run_config
 from ea_dit.training.distributed import (
     all_gather_objects,
@@ -55,9 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _shared import (  # noqa: E402
     DTYPES,
     endless_batches,
-    generate_videos,
     parse_config,
-    pixel_multiple,
     save_videos,
     start_run,
     video_loader,
@@ -289,8 +288,8 @@ def train(cfg: TrainDiTConfig) -> Path:
             with torch.no_grad():
                 if cache is None:
                     posterior = vae.encode(batch["pixel_values"].to(device))
-                    mean, std = posterior.mean * vae.config.scaling_factor, posterior.std * vae.config.scaling_factor
-                else:
+                    mean, std = scale_latents(vae, posterior.mean), scale_latents(vae, posterior.std)
+                else:  # cached mean and std are already scaled
                     mean, std = batch["mean"].to(device), batch["std"].to(device)
                 eps = randn_per_sample(mean.shape[1:], gens, device)
                 latents = mean + std * eps
@@ -350,8 +349,8 @@ def train(cfg: TrainDiTConfig) -> Path:
             model = VideoDiT.from_pretrained(final).to(device).eval()
             prompts = list(cfg.sample_prompts) or first_captions[:2] or ["a red circle moves over a striped background"]
             size = schedule[-1][1]
-            videos = generate_videos(model, vae, text_encoder, prompts, frames, size, size,
-                                     steps=cfg.sample_steps, seed=cfg.seed)
+            videos = TextToVideoPipeline(model, vae, text_encoder)(prompts, frames, size, size,
+                                                                   steps=cfg.sample_steps, seed=cfg.seed)
             save_videos(videos, prompts, out / "samples", fps=8)
         print(f"saved {final}; samples in {out / 'samples'}; loss plot {out / 'loss.png'}")
     barrier()
@@ -365,17 +364,16 @@ def open_latent_cache(cfg: TrainDiTConfig, vae, text_encoder, loader, main: bool
     path = Path(cfg.latent_cache)
     if not (path / META_NAME).exists() and main:
         print(f"train_dit: building the latent cache {path} ({cfg.cache_passes} pass(es) over {cfg.data})")
-        sf = vae.config.scaling_factor
         device = next(vae.parameters()).device
 
         def encode_video(video):
             posterior = vae.encode(video.to(device))
-            return posterior.mean * sf, posterior.std * sf
+            return scale_latents(vae, posterior.mean), scale_latents(vae, posterior.std)
 
         build_latent_cache(loader, encode_video, text_encoder, path, passes=cfg.cache_passes,
                            extra_meta={"vae": str(cfg.vae), "text_encoder": str(cfg.text_encoder),
                                        "frames": cfg.frames, "frame_stride": cfg.frame_stride, "size": cfg.size,
-                                       "scaling_factor": sf})
+                                       "scaling_factor": vae.config.scaling_factor})
     barrier()
     return LatentCache(path)
 

@@ -53,12 +53,12 @@ def _run(app: str, *flags: str) -> None:
 def test_two_direction_world_learns(tmp_path):
     sys.path.insert(0, str(APPS))
     sys.path.insert(0, str(DEMO))
-    from _shared import generate_videos
     from text_encoder import build_word_level_t5, demo_vocabulary
 
     from ea_data.clip_eval import evaluate_clip, match_rates
     from ea_data.synthetic import demo_caption
     from ea_dit import T5TextEncoder, VideoDiT, VideoDiTConfig
+    from ea_dit.t2v import TextToVideoPipeline
     from ea_vae import SliceVAE, SliceVAEConfig
 
     shards = tmp_path / "shards"
@@ -82,11 +82,12 @@ def test_two_direction_world_learns(tmp_path):
 
     vae = SliceVAE.from_pretrained(tmp_path / "vae" / "final").eval()
     dit = VideoDiT.from_pretrained(tmp_path / "dit" / "final").eval()
-    text_encoder = T5TextEncoder.from_pretrained(te)
+    pipe = TextToVideoPipeline(dit, vae, T5TextEncoder.from_pretrained(te))
     prompts = [demo_caption(c, "circle", d) for c, d in combos]
     results = []
     for seed in (0, 1, 2):
-        videos = generate_videos(dit, vae, text_encoder, prompts, FRAMES, RES, RES, steps=20, cfg=4.0, seed=seed)
+        videos = pipe(prompts, FRAMES, RES, RES, steps=20, guidance_scale=4.0, sampler="ddim",
+                      seed=[100 * seed + i for i in range(len(prompts))])
         # The VAE sees frames 3 source frames apart; the evaluator measures per frame, so speed is x3.
         results += [evaluate_clip(v, c, d, min_travel=0.1) for v, (c, d) in zip(videos, combos)]
     rates = match_rates(results)
