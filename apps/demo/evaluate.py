@@ -72,11 +72,12 @@ def encode_held_out(vae_path: Path, text_encoder_path: Path, val_cache: Path, as
 def evaluate_run(out: Path, seeds=(0, 1), device: str = "auto", sampler: str = "ddim", steps: int = 25,
                  guidance_scale: float = 4.0, save: bool = False) -> dict:
     """Generate every HELD_OUT prompt once per seed from the run folder's models and score the clips."""
-    from _shared import generate_videos, pick_device
+    from _shared import pick_device
 
     from ea_data.clip_eval import evaluate_clip, match_rates
     from ea_data.synthetic import HELD_OUT, demo_caption
     from ea_dit import T5TextEncoder, VideoDiT
+    from ea_dit.t2v import TextToVideoPipeline
     from ea_vae import SliceVAE
 
     run = json.loads((out / "run.json").read_text())
