@@ -169,7 +169,7 @@ def main(argv=None) -> int:
         from evaluate import encode_held_out
 
         _write_json(vae_eval_path, encode_held_out(vae_dir / "final", text_encoder, val_cache, out / "report_assets",
-                                                   RES, FRAMES, a.device))
+                                                   RES, FRAMES, a.device, shards=data / "shards"))
         phases.add("held-out latents", time.time() - t0)
     vae_eval = json.loads(vae_eval_path.read_text())
 
@@ -247,7 +247,7 @@ def build_eval(out: Path, result: dict, vae_eval: dict, curve: list, times: dict
                      "rejected": rejected},
         "time": {"total_minutes": round(total / 60, 2), "phase_seconds": times,
                  "phases_minutes": round(phase_total / 60, 2), "budget_minutes": a.budget,
-                 "met": total <= TARGETS["minutes"] * 60,
+                 "met": max(total, phase_total) <= TARGETS["minutes"] * 60,
                  "note": "total is this invocation's wall time (a resumed run counts only its own part); "
                          "phases sum every invocation"},
         "machine": {"cpus": os.cpu_count(), "threads": int(os.environ.get("OMP_NUM_THREADS", 0)),

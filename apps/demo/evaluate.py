@@ -37,9 +37,32 @@ def held_out_clips(res: int, frames: int, seeds=VAL_SEEDS) -> tuple[torch.Tensor
 
 
 @torch.no_grad()
+def fit_vae_scaling(vae_path: Path, shards: Path, res: int, frames: int, batches: int = 8) -> float:
+    """Measure the trained VAE's latent scaling factor on training clips (ea_vae.scaling) and save it."""
+    from _shared import video_loader
+
+    from ea_vae import SliceVAE
+    from ea_vae.scaling import fit_scaling_factor
+
+    vae = SliceVAE.from_pretrained(vae_path).eval()
+    loader = video_loader(shards, batch_size=16, frames=frames, stride=1, size=res, image_video_ratio=0, seed=0,
+                          num_workers=0)
+    videos = (b["pixel_values"] for _, b in zip(range(batches), loader))
+    vae.config.scaling_factor = fit_scaling_factor(vae, videos, torch.Generator().manual_seed(0))
+    vae.save_pretrained(vae_path)
+    return vae.config.scaling_factor
+
+
+@torch.no_grad()
 def encode_held_out(vae_path: Path, text_encoder_path: Path, val_cache: Path, assets: Path, res: int, frames: int,
-                    device: str) -> dict:
-    """VAE PSNR / SSIM / direction kept on held-out clips; writes their latents + embeddings as `val_cache`."""
+                    device: str, shards: Path | None = None) -> dict:
+    """VAE PSNR / SSIM / direction kept on held-out clips; writes their latents + embeddings as `val_cache`.
+
+    First fits the VAE's scaling factor on the training clips in `shards` (default: the run folder's
+    `data/shards` next to `vae/final`), see `fit_vae_scaling`.
+    """
+    shards = shards if shards is not None else Path(vae_path).parent.parent / "data" / "shards"
+    scaling = fit_vae_scaling(vae_path, shards, res, frames)
     from _shared import pick_device
 
     from ea_data.clip_eval import evaluate_clip, match_rates
@@ -63,7 +86,7 @@ def encode_held_out(vae_path: Path, text_encoder_path: Path, val_cache: Path, as
     batches = [{"pixel_values": x, "caption": [demo_caption(*t) for t in triples]}]
     build_latent_cache(batches, lambda v: (posterior.mean * sf, posterior.std * sf), text_encoder, val_cache,
                        extra_meta={"what": "held-out demo clips", "frames": frames, "size": res})
-    return {"psnr": round(psnr(recon, x).mean().item(), 2), "ssim": round(ssim(recon, x).mean().item(), 4),
+    return {"psnr": round(psnr(recon, x).mean().item(), 2), "scaling_factor": scaling, "ssim": round(ssim(recon, x).mean().item(), 4),
             "clips": len(x), "frames": frames, "size": res,
             "reconstruction_match": match_rates(results), "ground_truth_match": match_rates(truth)}
 

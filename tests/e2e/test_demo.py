@@ -59,6 +59,7 @@ def _run(app: str, *flags: str) -> None:
 def test_two_direction_world_learns(tmp_path):
     sys.path.insert(0, str(APPS))
     sys.path.insert(0, str(DEMO))
+    from evaluate import fit_vae_scaling
     from text_encoder import build_word_level_t5, demo_vocabulary
 
     from ea_data.clip_eval import evaluate_clip, match_rates
@@ -81,6 +82,7 @@ def test_two_direction_world_learns(tmp_path):
               "--image-video-ratio", "0", "--device", "cpu", "--no-tensorboard", "--num-workers", "0"]
     _run("train_vae", "--vae", str(tmp_path / "v0"), "--out", str(tmp_path / "vae"), "--steps", "150",
          "--batch-size", "8", "--lr", "2e-3", "--save-every", "1000", *common)
+    fit_vae_scaling(tmp_path / "vae" / "final", shards, RES, FRAMES)  # unit-variance latents for the DiT
     _run("train_dit", "--dit", str(tmp_path / "d0"), "--vae", str(tmp_path / "vae" / "final"), "--text-encoder",
          str(te), "--out", str(tmp_path / "dit"), "--steps", "400", "--batch-size", "16", "--lr", "1e-3",
          "--ema-decay", "0.98", "--latent-cache", str(tmp_path / "cache"), "--cache-passes", "2",
