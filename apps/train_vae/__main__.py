@@ -29,6 +29,7 @@ from ea_dit.training.distributed import (
     all_reduce_gradients,
     all_reduce_mean,
     barrier,
+    batch_offset,
     close_distributed,
     randn_per_sample,
     sample_generators,
@@ -140,7 +141,7 @@ def train(cfg: TrainVAEConfig) -> Path:
     x = None
     for batch in endless_batches(loader) if step < cfg.steps else ():
         x = batch["pixel_values"].to(device)
-        gens = sample_generators(cfg.seed, step, ctx.rank * 65_536, x.shape[0])  # rank-independent noise
+        gens = sample_generators(cfg.seed, step, batch_offset(x.shape[0], device)[0], x.shape[0])
         posterior = vae.encode(x)
         z = posterior.mean + posterior.std * randn_per_sample(posterior.mean.shape[1:], gens, device)
         x_hat = vae.decode(z)
