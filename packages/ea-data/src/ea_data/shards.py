@@ -40,8 +40,6 @@ from ea_data.manifest import append_jsonl, read_jsonl, sort_key, write_jsonl
 from ea_data.progress import progress_bar
 from ea_vae.video_io import VideoReadError, iter_frames, write_video
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-
 
 @dataclass
 class ShardConfig:
