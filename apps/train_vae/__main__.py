@@ -112,8 +112,9 @@ def train(cfg: TrainVAEConfig) -> Path:
                              disc_2d_channels=16 if cfg.model == "tiny" else 64,
                              disc_3d_channels=(16, 32, 32) if cfg.model == "tiny" else (64, 128, 256))
     loss_fn = VAELoss(loss_cfg).to(device)
-    if cfg.stage == "decoder":
+    if cfg.stage == "decoder":  # the latent space stays fixed: encoder and its quant_conv frozen
         vae.encoder.requires_grad_(False)
+        vae.quant_conv.requires_grad_(False)
     g_params = [q for q in vae.parameters() if q.requires_grad] + loss_fn.generator_parameters()
     opt_g = torch.optim.Adam(g_params, lr=cfg.lr, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(loss_fn.discriminator_parameters(), lr=cfg.lr, betas=(0.5, 0.9))
