@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ea_captions.captioner import Clip
+from ea_vae.files import POSITIVE, check_fields
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -33,6 +34,7 @@ class FrameSampling:
     max_frames: int = 64
 
     def __post_init__(self):
+        check_fields(self, dict.fromkeys(("num_frames", "fps", "min_frames", "max_frames"), POSITIVE))
         if self.fps is not None:
             if self.fps <= 0:
                 raise ValueError(f"sampling fps must be > 0, got {self.fps}")
