@@ -58,35 +58,8 @@ def start_run(cfg, may_change: frozenset[str] | set[str]):
 
 
 # --------------------------------------------------------------------------------------------------
-# sampling
+# sample videos (generation itself: ea_dit.t2v.TextToVideoPipeline)
 # --------------------------------------------------------------------------------------------------
-
-
-def pixel_multiple(dit, vae) -> int:
-    """Frame sides must be multiples of this: VAE downsampling x DiT patch (x Grid Reshape cell)."""
-    c = dit.config
-    return vae.config.spatial_compression * c.patch_size * (c.motion_grid if c.motion_module else 1)
-
-
-@torch.no_grad()
-def generate_videos(dit, vae, text_encoder, prompts, frames, height, width, steps=25, cfg=4.5,
-                    sampler="ddim", seed=0, negative_prompt="", progress=None) -> torch.Tensor:
-    """Prompts -> videos `(B, 3, frames, height, width)` in [-1, 1]."""
-    from ea_dit.pipeline import generate_latents
-
-    tc = vae.config.temporal_compression
-    if (frames - 1) % tc:
-        raise ValueError(f"--frames {frames}: the VAE needs 1 + {tc}k frames")
-    multiple = pixel_multiple(dit, vae)
-    if height % multiple or width % multiple:
-        raise ValueError(f"height and width must be multiples of {multiple}, got {height}x{width}")
-    sc = vae.config.spatial_compression
-    shape = (vae.config.latent_channels, 1 + (frames - 1) // tc, height // sc, width // sc)
-    g = torch.Generator().manual_seed(seed)
-    latents = generate_latents(dit, text_encoder, list(prompts), shape, steps=steps, guidance_scale=cfg,
-                               negative_prompt=negative_prompt, sampler=sampler, generator=g, progress=progress)
-    vae.enable_slicing()
-    return vae.decode(latents / vae.config.scaling_factor).clamp(-1, 1)
 
 
 def save_videos(videos: torch.Tensor, prompts, out: Path, fps: float) -> list[Path]:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from ea_dit.t2v import TextToVideoPipeline, pixel_multiple, scale_latents
 from ea_dit.training import MetricsLog, plot_metrics, resume, save_checkpoint, write_run_config
 from ea_dit.training.distributed import (
     all_gather_objects,
@@ -55,9 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _shared import (  # noqa: E402
     DTYPES,
     endless_batches,
-    generate_videos,
     parse_config,
-    pixel_multiple,
     save_videos,
     start_run,
     video_loader,
@@ -260,7 +259,7 @@ def train(cfg: TrainDiTConfig) -> Path:
             with torch.no_grad():
                 posterior = vae.encode(video)
                 eps = randn_per_sample(posterior.mean.shape[1:], gens, device)
-                latents = (posterior.mean + posterior.std * eps).mul(vae.config.scaling_factor)
+                latents = scale_latents(vae, posterior.mean + posterior.std * eps)
                 drop = [torch.rand((), generator=g).item() < cfg.cfg_dropout for g in gens]
                 embeds, mask = text_encoder(["" if d else c for c, d in zip(captions, drop)])
             t = torch.stack([torch.randint(0, diffusion.num_timesteps, (), generator=g) for g in gens]).to(device)
@@ -303,8 +302,8 @@ def train(cfg: TrainDiTConfig) -> Path:
             model = VideoDiT.from_pretrained(final).to(device).eval()
             prompts = list(cfg.sample_prompts) or first_captions[:2] or ["a red circle moves over a striped background"]
             size = schedule[-1][1]
-            videos = generate_videos(model, vae, text_encoder, prompts, frames, size, size,
-                                     steps=cfg.sample_steps, seed=cfg.seed)
+            videos = TextToVideoPipeline(model, vae, text_encoder)(prompts, frames, size, size,
+                                                                   steps=cfg.sample_steps, seed=cfg.seed)
             save_videos(videos, prompts, out / "samples", fps=8)
         print(f"saved {final}; samples in {out / 'samples'}; loss plot {out / 'loss.png'}")
     barrier()

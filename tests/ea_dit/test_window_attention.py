@@ -192,3 +192,75 @@ def test_flex_kernel_matches_blocks_kernel():
     with torch.no_grad():
         out = hybrid_window_attention(q, k, v, f, h, w, window=9, num_global_keys=20, kernel="flex", block_size=128)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# in the DiT: per-layer choice, one checkpoint for every layer type
+# ----------------------------------------------------------------------------------------------
+
+
+def _dit_inputs(frames, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    latents = torch.randn(2, 4, frames, 8, 8, generator=g)
+    text = torch.randn(2, 5, 32, generator=g)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    return latents, torch.tensor([10, 700]), text, mask
+
+
+def _randomized_dit(**overrides):
+    from ea_dit import VideoDiT, VideoDiTConfig
+
+    torch.manual_seed(0)
+    model = VideoDiT(VideoDiTConfig.tiny(**overrides)).double().eval()
+    with torch.no_grad():  # leave the zero inits: every layer must matter for the comparison
+        for p in model.parameters():  # fp32-representable, as saved/loaded
+            p.add_(0.05 * torch.randn_like(p)).copy_(p.float())
+    return model
+
+
+def test_dit_layer_types_load_one_checkpoint_and_differ_only_in_pattern(tmp_path):
+    from ea_dit import VideoDiT, VideoDiTConfig
+
+    spatial = _randomized_dit()
+    spatial.save_pretrained(tmp_path / "spatial")
+    mixed_types = ("spatial", "window", "full", "window")
+    # a window covering every token: hybrid window attention == full attention, so the mixed model must
+    # equal the all-"full" model where the window replaced full, and spatial where spatial stayed
+    wide = VideoDiT.from_pretrained(tmp_path / "spatial", self_attention=mixed_types, window_size=10_000).double()
+    full = VideoDiT.from_pretrained(tmp_path / "spatial", self_attention=("spatial", "full", "full", "full")).double()
+    assert isinstance(wide.blocks[1].attn, HybridWindowAttention)
+    assert set(wide.state_dict()) == set(spatial.state_dict())
+    for a, b in zip(wide.state_dict().values(), spatial.state_dict().values()):
+        assert torch.equal(a, b)
+    inputs = _dit_inputs(frames=3)
+    with torch.no_grad():
+        torch.testing.assert_close(wide(*inputs), full(*inputs), rtol=1e-9, atol=1e-9)
+        # one frame: full 3D attention is spatial attention
+        one = _dit_inputs(frames=1)
+        torch.testing.assert_close(full(*one), spatial(*one), rtol=1e-9, atol=1e-9)
+        # a real window (5 tokens, 4 global keys) is a different pattern, so a different output
+        narrow = VideoDiT(VideoDiTConfig.tiny(self_attention=mixed_types, window_size=5, window_global_keys=4))
+        narrow.load_state_dict(spatial.state_dict())
+        assert not torch.allclose(narrow.double()(*inputs), full(*inputs), atol=1e-4)
+    # the layer types survive save/load
+    wide.save_pretrained(tmp_path / "mixed")
+    assert VideoDiT.from_pretrained(tmp_path / "mixed").config.self_attention == mixed_types
+
+
+def test_dit_window_layers_train_on_cpu():
+    """Gradients flow through window layers (the plain block-sparse kernel) with checkpointing on."""
+    model = _randomized_dit(self_attention="window", window_size=5, window_global_keys=4).float().train()
+    model.enable_gradient_checkpointing()
+    latents, t, text, mask = _dit_inputs(frames=3)
+    model(latents, t, text, mask).square().mean().backward()
+    for block in model.blocks:
+        assert block.attn.qkv.weight.grad is not None and block.attn.qkv.weight.grad.abs().sum() > 0
+
+
+def test_dit_config_rejects_bad_layer_types():
+    from ea_dit import VideoDiTConfig
+
+    with pytest.raises(ValueError, match="unknown"):
+        VideoDiTConfig.tiny(self_attention="sliding")
+    with pytest.raises(ValueError, match="depth is 4"):
+        VideoDiTConfig.tiny(self_attention=("window", "full"))

@@ -41,8 +41,6 @@ from ea_data.progress import progress_bar
 from ea_vae.files import NON_NEGATIVE, POSITIVE, check_fields
 from ea_vae.video_io import VideoReadError, iter_frames, write_video
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-
 
 @dataclass
 class ShardConfig:

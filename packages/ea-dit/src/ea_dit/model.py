@@ -69,7 +69,8 @@ class VideoDiT(nn.Module):
         self.blocks = nn.ModuleList([
             VideoDiTBlock(d, c.num_heads, c.mlp_ratio, attention_bias=c.attention_bias, norm_eps=c.norm_eps,
                           norm_elementwise_affine=c.norm_elementwise_affine, backend=c.attention_backend,
-                          motion_module=self._make_motion_module(i))
+                          motion_module=self._make_motion_module(i), self_attention=c.block_attention(i),
+                          window_size=c.window_size, window_global_keys=c.window_global_keys)
             for i in range(c.depth)])
         self.long_skips = nn.ModuleList([nn.Linear(d, d) for _ in range(c.num_long_skips)])
         self.final_layer = FinalLayer(d, c.patch_size, c.out_channels)
