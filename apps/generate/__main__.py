@@ -150,7 +150,12 @@ def main(argv=None) -> int:
     from ea_vae.video_io import tensor_to_frames, write_video
 
     device, dtype = pick_device(a.device), DTYPES[a.dtype]
-    pipe = TextToVideoPipeline(*load_models(paths["dit"], paths["vae"], paths["text_encoder"], device, dtype))
+    try:
+        models = load_models(paths["dit"], paths["vae"], paths["text_encoder"], device, dtype)
+    except (OSError, ValueError) as e:  # the loaders name the file and what is wrong with it
+        print(f"error: cannot load the models: {e}", file=sys.stderr)
+        return 2
+    pipe = TextToVideoPipeline(*models)
     shape = resolve_shape(a, run, pipe)
     fps = a.fps or float(run.get("fps", 8.0))
     sampler = a.sampler or run.get("sampler", "dpmpp_2m")
