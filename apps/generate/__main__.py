@@ -4,10 +4,9 @@ r"""Generate videos from text with a trained VideoDiT + Slice VAE + T5 text enco
     uv run apps/generate --dit runs/demo/dit/final --vae runs/demo/vae/final \
         --text-encoder runs/demo/text_encoder --prompt "..." --sampler ddim --steps 50
 
-`--run` takes the models and the default size, frame count and frame rate from a run folder: its
-`run.json` when there is one, else the layout the trainers write (`dit/final`, `vae/final`,
-`text_encoder`, and `dit/config.json` for the training size and frame count). `--dit`, `--vae` and
-`--text-encoder` override it.
+`--run` takes the models and the default size, frame count, frame rate and sampler settings from a run
+folder: its `run.json` when there is one, else the layout the trainers write (`dit/final`, `vae/final`,
+`text_encoder`, and `dit/config.json` for the training size and frame count). Flags override it.
 
 Video i of a call uses seed `--seed + i` and is written as `<out>/<i>-seed<seed>-<prompt>.mp4` (and
 `.gif`). Existing files are never replaced unless `--overwrite` is given, and each video gets one
@@ -65,11 +64,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="video frames, 1 + 4k (1 = an image; default: the run's, else 17)")
     p.add_argument("--height", type=POSITIVE_INT, default=None, help="pixels (default: the run's / the DiT's size)")
     p.add_argument("--width", type=POSITIVE_INT, default=None, help="pixels (default: the run's / the DiT's size)")
-    p.add_argument("--sampler", choices=sorted(SAMPLERS), default="dpmpp_2m",
-                   help="dpmpp_2m (DPM-Solver++ 2M), ddim, euler or ddpm (default dpmpp_2m)")
-    p.add_argument("--steps", type=POSITIVE_INT, default=20, help="sampling steps (default 20)")
-    p.add_argument("--guidance-scale", "--cfg", dest="guidance_scale", type=NON_NEGATIVE_FLOAT, default=4.5,
-                   help="classifier-free guidance scale; 1 = no guidance (default 4.5)")
+    p.add_argument("--sampler", choices=sorted(SAMPLERS), default=None,
+                   help="dpmpp_2m (DPM-Solver++ 2M), ddim, euler or ddpm (default: the run's, else dpmpp_2m)")
+    p.add_argument("--steps", type=POSITIVE_INT, default=None, help="sampling steps (default: the run's, else 20)")
+    p.add_argument("--guidance-scale", "--cfg", dest="guidance_scale", type=NON_NEGATIVE_FLOAT, default=None,
+                   help="classifier-free guidance scale; 1 = no guidance (default: the run's, else 4.5)")
     p.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="seed of the first video; video i uses seed + i")
     p.add_argument("--fps", type=POSITIVE_FLOAT, default=None, help="frame rate of the files (default: the run's, else 8)")
     p.add_argument("--device", default="auto", help="cuda, cpu or auto")
@@ -154,16 +153,19 @@ def main(argv=None) -> int:
     pipe = TextToVideoPipeline(*load_models(paths["dit"], paths["vae"], paths["text_encoder"], device, dtype))
     shape = resolve_shape(a, run, pipe)
     fps = a.fps or float(run.get("fps", 8.0))
+    sampler = a.sampler or run.get("sampler", "dpmpp_2m")
+    steps = a.steps or int(run.get("steps", 20))
+    guidance_scale = a.guidance_scale if a.guidance_scale is not None else float(run.get("guidance_scale", 4.5))
     try:
-        videos = pipe(a.prompt, shape["frames"], shape["height"], shape["width"], steps=a.steps,
-                      guidance_scale=a.guidance_scale, sampler=a.sampler, seed=a.seed,
+        videos = pipe(a.prompt, shape["frames"], shape["height"], shape["width"], steps=steps,
+                      guidance_scale=guidance_scale, sampler=sampler, seed=a.seed,
                       negative_prompt=a.negative_prompt,
                       progress=lambda it: progress_bar(it, desc="sampling", unit="step"))
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    settings = {"negative_prompt": a.negative_prompt, "sampler": a.sampler, "steps": a.steps,
-                "guidance_scale": a.guidance_scale, **shape, "fps": fps, "dtype": a.dtype,
+    settings = {"negative_prompt": a.negative_prompt, "sampler": sampler, "steps": steps,
+                "guidance_scale": guidance_scale, **shape, "fps": fps, "dtype": a.dtype,
                 **{k: str(v) for k, v in paths.items()}}
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "samples.jsonl", "a") as record:

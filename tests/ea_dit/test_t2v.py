@@ -85,7 +85,7 @@ def test_a_prompt_and_seed_give_the_same_video_alone_or_in_a_batch():
             if not p.any():
                 p.normal_(0, 0.02)
     pipe = TextToVideoPipeline(dit, FakeVAE(), text_encoder)
-    kw = {"num_frames": 5, "height": 32, "width": 32, "steps": 3}
+    kw = {"num_frames": 1, "height": 32, "width": 32, "steps": 2}
     pair = pipe.generate_latents(["a", "bbb"], seed=[7, 11], **kw)
     alone = pipe.generate_latents(["bbb"], seed=11, **kw)
     # Batch size changes the fp32 summation order (~1e-7 relative), and x0 = (x - sigma eps) / alpha
@@ -125,13 +125,19 @@ def test_read_run_folder(tmp_path):
                                     "text_encoder": "t5-small", "frames": 9, "height": 64, "width": 64}
     (run / "text_encoder").mkdir()
     (run / "models" / "vae").mkdir(parents=True)
-    (run / "run.json").write_text(json.dumps({"vae": "models/vae", "frames": 5, "width": 96, "fps": 12}))
+    (run / "run.json").write_text(json.dumps({"vae": "models/vae", "frames": 5, "width": 96, "fps": 12,
+                                              "sampler": "ddim", "steps": 25, "guidance_scale": 4.0}))
     got = read_run_folder(run)
+    assert (got["sampler"], got["steps"], got["guidance_scale"]) == ("ddim", 25, 4.0)
     assert got["text_encoder"] == run / "text_encoder" and got["vae"] == run / "models" / "vae"
     assert (got["frames"], got["height"], got["width"], got["fps"]) == (5, 64, 96, 12)
     (run / "run.json").write_text(json.dumps({"height": -3}))
     with pytest.raises(ValueError, match="run.json: height must be a positive number, got -3"):
         read_run_folder(run)
+    for bad in ({"sampler": "plms"}, {"steps": 2.5}, {"guidance_scale": -1}):
+        (run / "run.json").write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match=f"run.json: {next(iter(bad))}"):
+            read_run_folder(run)
     (run / "run.json").write_text("[1, 2")
     with pytest.raises(ValueError, match="run.json: not valid JSON"):
         read_run_folder(run)

@@ -59,7 +59,8 @@ def read_run_folder(run: str | os.PathLike) -> dict:
     """Model paths and generation defaults of a run folder (what `apps/generate --run` reads).
 
     `run.json` (keys `dit`, `vae`, `text_encoder`: paths relative to the folder or absolute; optional
-    `frames`, `height`, `width` or `size`, `fps`) wins; what it lacks comes from the trainers' layout:
+    `frames`, `height`, `width` or `size`, `fps`, `sampler`, `steps`, `guidance_scale`) wins; what it
+    lacks comes from the trainers' layout:
     `dit/final`, `vae/final`, `text_encoder`, with `dit/config.json` (apps/train_dit's settings) for
     the training size and frame count and, when the folder has no `text_encoder`, its path.
     """
@@ -80,6 +81,7 @@ def read_run_folder(run: str | os.PathLike) -> dict:
             train = json.loads((run / "dit" / "config.json").read_text())
         except json.JSONDecodeError:
             train = {}
+        train = train if isinstance(train, dict) else {}
     out = {"dit": run / "dit" / "final", "vae": run / "vae" / "final", "text_encoder": run / "text_encoder"}
     if not out["text_encoder"].exists() and isinstance(train.get("text_encoder"), str):
         out["text_encoder"] = train["text_encoder"]
@@ -96,6 +98,18 @@ def read_run_folder(run: str | os.PathLike) -> dict:
                           ("width", size), ("fps", None)):
         value = info.get(key, fallback)
         if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            out[key] = value
+    # How the run's own evaluation samples (apps/demo writes these).
+    if "sampler" in info:
+        if info["sampler"] not in SAMPLERS:
+            raise ValueError(f"{run / 'run.json'}: sampler must be one of {sorted(SAMPLERS)}, got {info['sampler']!r}")
+        out["sampler"] = info["sampler"]
+    for key, low in (("steps", 1), ("guidance_scale", 0)):
+        if key in info:
+            value = info[key]
+            if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value < float("inf") \
+                    or (key == "steps" and not isinstance(value, int)):
+                raise ValueError(f"{run / 'run.json'}: {key} must be a number >= {low}, got {value!r}")
             out[key] = value
     return out
 
