@@ -142,8 +142,8 @@ def main(argv=None) -> int:
     files = output_paths(out, a.prompt, a.seed)
     existing = [str(p) for pair in files for p in pair if p.exists()]
     if existing and not a.overwrite:
-        print(f"error: {', '.join(existing)} already exist(s); pass --overwrite to replace, or change "
-              f"--seed or --out", file=sys.stderr)
+        print(f"error: would overwrite {', '.join(existing)}; pass --overwrite to replace, or change --seed "
+              f"or --out", file=sys.stderr)
         return 2
 
     from ea_data.progress import progress_bar
