@@ -144,15 +144,19 @@ def main(argv=None) -> int:
     files = output_paths(out, a.prompt, a.seed)
     existing = [str(p) for pair in files for p in pair if p.exists()]
     if existing and not a.overwrite:
-        print(f"error: {', '.join(existing)} already exist(s); pass --overwrite to replace, or change "
-              f"--seed or --out", file=sys.stderr)
+        print(f"error: would overwrite {', '.join(existing)}; pass --overwrite to replace, or change --seed "
+              f"or --out", file=sys.stderr)
         return 2
 
     from ea_data.progress import progress_bar
     from ea_vae.video_io import tensor_to_frames, write_video
 
     device, dtype = pick_device(a.device), DTYPES[a.dtype]
-    dit, vae, text_encoder = load_models(paths["dit"], paths["vae"], paths["text_encoder"], device, dtype)
+    try:
+        dit, vae, text_encoder = load_models(paths["dit"], paths["vae"], paths["text_encoder"], device, dtype)
+    except (OSError, ValueError) as e:  # the loaders name the file and what is wrong with it
+        print(f"error: cannot load the models: {e}", file=sys.stderr)
+        return 2
     if a.lora:
         from ea_dit.lora import load_lora
 

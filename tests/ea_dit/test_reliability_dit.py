@@ -41,7 +41,7 @@ def copy(saved, tmp_path):
     ("mlp_ratio", "x", "mlp_ratio: expected a finite number, got 'x'"),
     ("motion_module", "yes", "motion_module: expected true or false"),
     ("motion_module_positions", [0, -1], "motion_module_positions: must be >= 0"),
-    ("motion_module_positions", [0, "1"], "motion_module_positions: expected a list of integers or null"),
+    ("motion_module_positions", [0, "1"], "motion_module_positions: expected a list of integers or None"),
     ("attention_backend", 1, "attention_backend: expected a string"),
 ])
 def test_config_values_are_checked_naming_the_key(copy, key, value, says):
