@@ -36,7 +36,14 @@ import torch
 
 from ea_dit.lora import DEFAULT_TARGETS, add_lora, lora_parameters, merge_lora, save_lora
 from ea_dit.t2v import TextToVideoPipeline, pixel_multiple, scale_latents
-from ea_dit.training import MetricsLog, plot_metrics, resume, save_checkpoint, write_run_config
+from ea_dit.training import (
+    CheckpointError,
+    MetricsLog,
+    plot_metrics,
+    resume,
+    save_checkpoint,
+    write_run_config,
+)
 from ea_dit.training.distributed import (
     all_gather_objects,
     all_reduce_mean,
@@ -306,7 +313,7 @@ def train(cfg: TrainDiTConfig) -> Path:
             log.write(step, loss=totals[0].item() / n, mse=totals[1].item() / n, vb=totals[2].item() / n,
                       grad_norm=grad_norm.item(), lr=opt.param_groups[0]["lr"],
                       samples_per_s=window["samples"] / elapsed, tokens_per_s=window["tokens"] / elapsed,
-                      peak_mem_gib=peak_memory_gib(device))
+                      peak_mem_gib=peak_memory_gib(device), base_size=schedule[segment][1])
             window = {"t": time.perf_counter(), "samples": 0.0, "tokens": 0.0}
             bar.set_postfix(loss=f"{totals[0].item() / n:.4f}")
         if step % cfg.save_every == 0 or step == cfg.steps:
@@ -367,7 +374,7 @@ def main(argv=None) -> int:
             return 2
     try:
         train(cfg)
-    except ValueError as e:
+    except (ValueError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:

@@ -23,7 +23,14 @@ from pathlib import Path
 
 import torch
 
-from ea_dit.training import MetricsLog, plot_metrics, resume, save_checkpoint, write_run_config
+from ea_dit.training import (
+    CheckpointError,
+    MetricsLog,
+    plot_metrics,
+    resume,
+    save_checkpoint,
+    write_run_config,
+)
 from ea_dit.training.distributed import (
     all_gather_objects,
     all_reduce_gradients,
@@ -213,7 +220,7 @@ def main(argv=None) -> int:
         return 2
     try:
         train(cfg)
-    except ValueError as e:
+    except (ValueError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
