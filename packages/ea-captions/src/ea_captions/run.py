@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import tarfile
 import tempfile
@@ -40,9 +41,12 @@ from ea_vae.media import ext_kind, media_member, read_image, split_sample_name
 CAPTION_FIELDS = ("caption", "caption_error", "caption_model")
 
 
+logger = logging.getLogger(__name__)
+
 @dataclass
 class RunSummary:
-    """What a run did. `errors` counts clips by error tag (the part of `caption_error` before ':')."""
+    """What a run did. `errors` counts clips by error tag (the part of `caption_error` before ':');
+    `skipped` names the shard samples left as they were because their json member is unreadable."""
 
     total: int = 0
     already_captioned: int = 0
@@ -51,6 +55,7 @@ class RunSummary:
     errors: Counter = field(default_factory=Counter)
     seconds: float = 0.0
     outputs: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
     def format(self) -> str:
         failed = sum(self.errors.values())
@@ -59,6 +64,8 @@ class RunSummary:
                  f"captioned now: {self.captioned}, failed: {failed}, time: {self.seconds:.1f} s"
                  + (f" ({(self.captioned + failed) / self.seconds:.2f} clips/s)" if self.seconds > 0 else "")]
         lines += [f"  {tag}: {n}" for tag, n in self.errors.most_common()]
+        lines += [f"  skipped {s}" for s in self.skipped[:20]]
+        lines += [f"  ... and {len(self.skipped) - 20} more skipped"] if len(self.skipped) > 20 else []
         lines += [f"wrote {p}" for p in self.outputs]
         return "\n".join(lines)
 
@@ -312,12 +319,18 @@ def caption_shards(shards: Sequence[str | os.PathLike], captioner: Captioner,
             if "json" not in exts:
                 continue
             info, data = members[exts["json"]]
+            summary.total += 1
             try:
                 meta = json.loads(data)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise ValueError(f"{shard}: sample {key} has an invalid json member ({e})") from None
+                if not isinstance(meta, dict):
+                    raise ValueError(f"expected a JSON object, got a {type(meta).__name__}")
+            except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+                # Like the loader: skip the sample (its members are copied unchanged), record it, go on.
+                summary.errors["invalid_json"] += 1
+                summary.skipped.append(f"{shard}: sample {key}: invalid json member ({e})")
+                logger.warning("skipping %s", summary.skipped[-1])
+                continue
             metas[key] = meta
-            summary.total += 1
             if (shard_id, key) in logged:
                 meta.update(logged[(shard_id, key)])
                 summary.resumed += 1

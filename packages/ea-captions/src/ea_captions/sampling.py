@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ea_captions.captioner import Clip
+from ea_vae.files import POSITIVE, check_fields
 from ea_vae.media import media_kind, read_image
 from ea_vae.video_io import VideoReadError, iter_frames, video_info
 
@@ -32,6 +33,7 @@ class FrameSampling:
     max_frames: int = 64
 
     def __post_init__(self):
+        check_fields(self, dict.fromkeys(("num_frames", "fps", "min_frames", "max_frames"), POSITIVE))
         if self.fps is not None:
             if self.fps <= 0:
                 raise ValueError(f"sampling fps must be > 0, got {self.fps}")

@@ -55,6 +55,7 @@ from ea_data.buckets import (
     token_batch_size,
     token_length_frames,
 )
+from ea_vae.files import NON_NEGATIVE, POSITIVE, check_fields
 from ea_vae.media import decode_video_bytes, media_member, probe_image_bytes, probe_video_bytes, read_image
 from ea_vae.video_io import VideoReadError
 
@@ -101,6 +102,10 @@ class LoaderConfig:
     prefetch_factor: int | None = 2
 
     def __post_init__(self):
+        check_fields(self, {**dict.fromkeys(("resolution", "frame_stride", "batch_size", "image_batch_size", "resolutions",
+                                             "token_budget", "max_batch_size", "size_multiple", "patch_size",
+                                             "max_pending_batches", "prefetch_factor"), POSITIVE),
+                            **dict.fromkeys(("image_video_ratio", "shuffle_buffer", "num_workers"), NON_NEGATIVE)})
         if self.bucket_by not in ("aspect_ratio", "token_length"):
             raise ValueError(f"bucket_by must be 'aspect_ratio' or 'token_length', got {self.bucket_by!r}")
         if self.split not in ("shard", "sample"):
