@@ -4,10 +4,9 @@ r"""Generate videos from text with a trained VideoDiT + Slice VAE + T5 text enco
     uv run apps/generate --dit runs/demo/dit/final --vae runs/demo/vae/final \
         --text-encoder runs/demo/text_encoder --prompt "..." --sampler ddim --steps 50
 
-`--run` takes the models and the default size, frame count and frame rate from a run folder: its
-`run.json` when there is one, else the layout the trainers write (`dit/final`, `vae/final`,
-`text_encoder`, and `dit/config.json` for the training size and frame count). `--dit`, `--vae` and
-`--text-encoder` override it.
+`--run` takes the models and the default size, frame count, frame rate and sampler settings from a run
+folder: its `run.json` when there is one, else the layout the trainers write (`dit/final`, `vae/final`,
+`text_encoder`, and `dit/config.json` for the training size and frame count). Flags override it.
 
 Video i of a call uses seed `--seed + i` and is written as `<out>/<i>-seed<seed>-<prompt>.mp4` (and
 `.gif`). Existing files are never replaced unless `--overwrite` is given, and each video gets one
@@ -21,13 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
 import sys
 import time
 from pathlib import Path
 
 from ea_dit.samplers import SAMPLERS
+from ea_dit.t2v import TextToVideoPipeline, read_run_folder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _shared import DTYPES, pick_device  # noqa: E402
@@ -65,15 +64,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="video frames, 1 + 4k (1 = an image; default: the run's, else 17)")
     p.add_argument("--height", type=POSITIVE_INT, default=None, help="pixels (default: the run's / the DiT's size)")
     p.add_argument("--width", type=POSITIVE_INT, default=None, help="pixels (default: the run's / the DiT's size)")
-    p.add_argument("--sampler", choices=sorted(SAMPLERS), default="dpmpp_2m",
-                   help="dpmpp_2m (DPM-Solver++ 2M), ddim, euler or ddpm (default dpmpp_2m)")
-    p.add_argument("--steps", type=POSITIVE_INT, default=20, help="sampling steps (default 20)")
-    p.add_argument("--guidance-scale", "--cfg", dest="guidance_scale", type=NON_NEGATIVE_FLOAT, default=4.5,
-                   help="classifier-free guidance scale; 1 = no guidance (default 4.5)")
+    p.add_argument("--sampler", choices=sorted(SAMPLERS), default=None,
+                   help="dpmpp_2m (DPM-Solver++ 2M), ddim, euler or ddpm (default: the run's, else dpmpp_2m)")
+    p.add_argument("--steps", type=POSITIVE_INT, default=None, help="sampling steps (default: the run's, else 20)")
+    p.add_argument("--guidance-scale", "--cfg", dest="guidance_scale", type=NON_NEGATIVE_FLOAT, default=None,
+                   help="classifier-free guidance scale; 1 = no guidance (default: the run's, else 4.5)")
     p.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="seed of the first video; video i uses seed + i")
     p.add_argument("--fps", type=POSITIVE_FLOAT, default=None, help="frame rate of the files (default: the run's, else 8)")
     p.add_argument("--device", default="auto", help="cuda, cpu or auto")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    p.add_argument("--lora", default=None, help="LoRA adapters (train_dit's <out>/lora.safetensors) for the DiT")
+    p.add_argument("--lora-scale", type=float, default=1.0, help="adapter strength (0: the base model; default 1)")
     p.add_argument("--out", default="runs/generate", help="output folder (default runs/generate)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files of the same name")
     a = p.parse_args(argv)
@@ -82,47 +83,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if a.run is None and not (a.dit and a.vae and a.text_encoder):
         p.error("give --run RUN_FOLDER, or all of --dit, --vae and --text-encoder")
     return a
-
-
-def read_run(run: str | os.PathLike) -> dict:
-    """Model paths and generation defaults of a run folder.
-
-    `run.json` (keys `dit`, `vae`, `text_encoder`: paths relative to the folder or absolute; optional
-    `frames`, `height`, `width` or `size`, `fps`) wins; what it lacks comes from the trainers' layout:
-    `dit/final`, `vae/final`, `text_encoder`, with `dit/config.json` (apps/train_dit's settings) for
-    the training size and frame count and, when the folder has no `text_encoder`, its path.
-    """
-    run = Path(run)
-    if not run.is_dir():
-        raise FileNotFoundError(f"--run {run}: no such folder")
-    info: dict = {}
-    if (run / "run.json").exists():
-        try:
-            info = json.loads((run / "run.json").read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{run / 'run.json'}: not valid JSON ({e})") from None
-        if not isinstance(info, dict):
-            raise ValueError(f"{run / 'run.json'}: expected a JSON object")
-    train: dict = {}
-    if (run / "dit" / "config.json").exists():
-        try:
-            train = json.loads((run / "dit" / "config.json").read_text())
-        except json.JSONDecodeError:
-            train = {}
-    out = {"dit": run / "dit" / "final", "vae": run / "vae" / "final", "text_encoder": run / "text_encoder"}
-    if not out["text_encoder"].exists() and isinstance(train.get("text_encoder"), str):
-        out["text_encoder"] = train["text_encoder"]
-    for key in ("dit", "vae", "text_encoder"):
-        if isinstance(info.get(key), str):
-            value = Path(info[key])
-            out[key] = value if value.is_absolute() or not (run / value).exists() else run / value
-    size = info.get("size", train.get("size"))
-    for key, fallback in (("frames", info.get("num_frames", train.get("frames"))), ("height", size),
-                          ("width", size), ("fps", None)):
-        value = info.get(key, fallback)
-        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-            out[key] = value
-    return out
 
 
 def _nearest(value: int, multiple: int, offset: int = 0) -> int:
@@ -170,7 +130,7 @@ def load_models(dit_path, vae_path, text_encoder_path, device, dtype):
 def main(argv=None) -> int:
     a = parse_args(argv)
     try:
-        run = read_run(a.run) if a.run else {}
+        run = read_run_folder(a.run) if a.run else {}
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -184,28 +144,44 @@ def main(argv=None) -> int:
     files = output_paths(out, a.prompt, a.seed)
     existing = [str(p) for pair in files for p in pair if p.exists()]
     if existing and not a.overwrite:
-        print(f"error: {', '.join(existing)} already exist(s); pass --overwrite to replace, or change "
-              f"--seed or --out", file=sys.stderr)
+        print(f"error: would overwrite {', '.join(existing)}; pass --overwrite to replace, or change --seed "
+              f"or --out", file=sys.stderr)
         return 2
 
     from ea_data.progress import progress_bar
-    from ea_dit.t2v import TextToVideoPipeline
     from ea_vae.video_io import tensor_to_frames, write_video
 
     device, dtype = pick_device(a.device), DTYPES[a.dtype]
-    pipe = TextToVideoPipeline(*load_models(paths["dit"], paths["vae"], paths["text_encoder"], device, dtype))
+    try:
+        dit, vae, text_encoder = load_models(paths["dit"], paths["vae"], paths["text_encoder"], device, dtype)
+    except (OSError, ValueError) as e:  # the loaders name the file and what is wrong with it
+        print(f"error: cannot load the models: {e}", file=sys.stderr)
+        return 2
+    if a.lora:
+        from ea_dit.lora import load_lora
+
+        try:
+            load_lora(dit, a.lora, a.lora_scale)
+        except (OSError, ValueError) as e:
+            print(f"error: --lora {a.lora}: {e}", file=sys.stderr)
+            return 2
+    pipe = TextToVideoPipeline(dit, vae, text_encoder)
     shape = resolve_shape(a, run, pipe)
     fps = a.fps or float(run.get("fps", 8.0))
+    sampler = a.sampler or run.get("sampler", "dpmpp_2m")
+    steps = a.steps or int(run.get("steps", 20))
+    guidance_scale = a.guidance_scale if a.guidance_scale is not None else float(run.get("guidance_scale", 4.5))
     try:
-        videos = pipe(a.prompt, shape["frames"], shape["height"], shape["width"], steps=a.steps,
-                      guidance_scale=a.guidance_scale, sampler=a.sampler, seed=a.seed,
+        videos = pipe(a.prompt, shape["frames"], shape["height"], shape["width"], steps=steps,
+                      guidance_scale=guidance_scale, sampler=sampler, seed=a.seed,
                       negative_prompt=a.negative_prompt,
                       progress=lambda it: progress_bar(it, desc="sampling", unit="step"))
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    settings = {"negative_prompt": a.negative_prompt, "sampler": a.sampler, "steps": a.steps,
-                "guidance_scale": a.guidance_scale, **shape, "fps": fps, "dtype": a.dtype,
+    settings = {"negative_prompt": a.negative_prompt, "sampler": sampler, "steps": steps,
+                "guidance_scale": guidance_scale, **shape, "fps": fps, "dtype": a.dtype,
+                "lora": a.lora, "lora_scale": a.lora_scale if a.lora else None,
                 **{k: str(v) for k, v in paths.items()}}
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "samples.jsonl", "a") as record:

@@ -41,7 +41,7 @@ def copy(saved, tmp_path):
     ("mlp_ratio", "x", "mlp_ratio: expected a finite number, got 'x'"),
     ("motion_module", "yes", "motion_module: expected true or false"),
     ("motion_module_positions", [0, -1], "motion_module_positions: must be >= 0"),
-    ("motion_module_positions", [0, "1"], "motion_module_positions: expected a list of integers or null"),
+    ("motion_module_positions", [0, "1"], "motion_module_positions: expected a list of integers or None"),
     ("attention_backend", 1, "attention_backend: expected a string"),
 ])
 def test_config_values_are_checked_naming_the_key(copy, key, value, says):
@@ -188,3 +188,13 @@ def test_long_prompt_warns_how_much_is_dropped(t5_folder):
                                          r"are dropped \(everything after \.\.\.'x+'\)"):
         ids, mask = enc.tokenize(["short", "x" * 10_000])
     assert ids.shape == (2, 120) and bool(mask[1].all())
+
+
+def test_truncated_text_encoder_weights_name_the_file(t5_folder, tmp_path):
+    folder = tmp_path / "t5"
+    shutil.copytree(t5_folder, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-64])
+    with pytest.raises(WeightsFileError, match="is truncated") as e:
+        T5TextEncoder.from_pretrained(folder)
+    assert str(weights) in str(e.value)

@@ -1,6 +1,7 @@
 """TextToVideoPipeline: the whole path (text -> CFG -> sampler -> latent scaling -> decode) with an oracle
 denoiser whose answer is known, per-video seeds, and input checks. The VAE is a duck-typed stand-in."""
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 from ea_dit import TextToVideoPipeline, VideoDiT, VideoDiTConfig
 from ea_dit.diffusion import GaussianDiffusion
 from ea_dit.samplers import SAMPLERS
-from ea_dit.t2v import decode_latents, encode_latents
+from ea_dit.t2v import decode_latents, encode_latents, read_run_folder
 
 SCALE = 0.25
 
@@ -67,6 +68,15 @@ def test_pipeline_lands_on_the_guided_target_and_decodes_unscaled(sampler):
     torch.testing.assert_close(video, (expected.expand_as(video)).clamp(-1, 1), atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("scale", [0.0, 1.0, 3.0])
+def test_guidance_scale(scale):
+    # 0: the unconditional model (target 0); 1: the conditional one alone; w: w * target.
+    vae = FakeVAE()
+    pipe = TextToVideoPipeline(OracleDiT(), vae, text_encoder)
+    latents = pipe.generate_latents(["abc"], 1, 8, 8, steps=6, guidance_scale=scale, sampler="dpmpp_2m")
+    torch.testing.assert_close(latents, torch.full_like(latents, scale * 0.3), atol=1e-4, rtol=0)
+
+
 def test_latent_scaling_has_one_owner():
     vae = FakeVAE()
     video = torch.rand(2, 3, 5, 16, 16) * 2 - 1
@@ -84,7 +94,7 @@ def test_a_prompt_and_seed_give_the_same_video_alone_or_in_a_batch():
             if not p.any():
                 p.normal_(0, 0.02)
     pipe = TextToVideoPipeline(dit, FakeVAE(), text_encoder)
-    kw = {"num_frames": 5, "height": 32, "width": 32, "steps": 3}
+    kw = {"num_frames": 1, "height": 32, "width": 32, "steps": 2}
     pair = pipe.generate_latents(["a", "bbb"], seed=[7, 11], **kw)
     alone = pipe.generate_latents(["bbb"], seed=11, **kw)
     # Batch size changes the fp32 summation order (~1e-7 relative), and x0 = (x - sigma eps) / alpha
@@ -113,3 +123,32 @@ def test_pipeline_checks_latent_channels():
     vae.config = SimpleNamespace(**{**vars(FakeVAE.config), "latent_channels": 16})
     with pytest.raises(ValueError, match="takes 4 latent channels but the VAE makes 16"):
         TextToVideoPipeline(OracleDiT(), vae, text_encoder)
+
+
+def test_read_run_folder(tmp_path):
+    run = tmp_path / "run"
+    (run / "dit").mkdir(parents=True)
+    (run / "dit" / "config.json").write_text(json.dumps({"frames": 9, "size": 64, "text_encoder": "t5-small"}))
+    # The trainers' layout; the text encoder recorded by train_dit when the folder has none.
+    assert read_run_folder(run) == {"dit": run / "dit" / "final", "vae": run / "vae" / "final",
+                                    "text_encoder": "t5-small", "frames": 9, "height": 64, "width": 64}
+    (run / "text_encoder").mkdir()
+    (run / "models" / "vae").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"vae": "models/vae", "frames": 5, "width": 96, "fps": 12,
+                                              "sampler": "ddim", "steps": 25, "guidance_scale": 4.0}))
+    got = read_run_folder(run)
+    assert (got["sampler"], got["steps"], got["guidance_scale"]) == ("ddim", 25, 4.0)
+    assert got["text_encoder"] == run / "text_encoder" and got["vae"] == run / "models" / "vae"
+    assert (got["frames"], got["height"], got["width"], got["fps"]) == (5, 64, 96, 12)
+    (run / "run.json").write_text(json.dumps({"height": -3}))
+    with pytest.raises(ValueError, match="run.json: height must be a positive number, got -3"):
+        read_run_folder(run)
+    for bad in ({"sampler": "plms"}, {"steps": 2.5}, {"guidance_scale": -1}):
+        (run / "run.json").write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match=f"run.json: {next(iter(bad))}"):
+            read_run_folder(run)
+    (run / "run.json").write_text("[1, 2")
+    with pytest.raises(ValueError, match="run.json: not valid JSON"):
+        read_run_folder(run)
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        read_run_folder(tmp_path / "missing")

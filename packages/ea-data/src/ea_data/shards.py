@@ -38,9 +38,8 @@ import webdataset as wds
 from ea_data.atomic import AtomicFile
 from ea_data.manifest import append_jsonl, read_jsonl, sort_key, write_jsonl
 from ea_data.progress import progress_bar
+from ea_vae.files import NON_NEGATIVE, POSITIVE, check_fields
 from ea_vae.video_io import VideoReadError, iter_frames, write_video
-
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
 @dataclass
@@ -62,6 +61,8 @@ class ShardConfig:
     jpeg_quality: int = 95
 
     def __post_init__(self):
+        check_fields(self, {**dict.fromkeys(("fps", "max_side", "size", "max_count", "max_bytes", "jpeg_quality"),
+                                            POSITIVE), "crf": NON_NEGATIVE})
         if self.fps is not None and self.fps <= 0:
             raise ValueError(f"ShardConfig.fps must be positive or None, got {self.fps}")
         if self.max_side is not None and self.max_side < 2:

@@ -20,8 +20,11 @@ This module is the one owner of latent scaling: the DiT works on `latents * scal
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -50,6 +53,65 @@ def pixel_multiple(dit: torch.nn.Module, vae: Any) -> int:
     """Frame sides must be multiples of this: VAE downsampling x DiT patch (x Grid Reshape cell)."""
     c = dit.config
     return vae.config.spatial_compression * c.patch_size * (c.motion_grid if c.motion_module else 1)
+
+
+def read_run_folder(run: str | os.PathLike) -> dict:
+    """Model paths and generation defaults of a run folder (what `apps/generate --run` reads).
+
+    `run.json` (keys `dit`, `vae`, `text_encoder`: paths relative to the folder or absolute; optional
+    `frames`, `height`, `width` or `size`, `fps`, `sampler`, `steps`, `guidance_scale`) wins; what it
+    lacks comes from the trainers' layout:
+    `dit/final`, `vae/final`, `text_encoder`, with `dit/config.json` (apps/train_dit's settings) for
+    the training size and frame count and, when the folder has no `text_encoder`, its path.
+    """
+    run = Path(run)
+    if not run.is_dir():
+        raise FileNotFoundError(f"run folder {run}: no such folder")
+    info: dict = {}
+    if (run / "run.json").exists():
+        try:
+            info = json.loads((run / "run.json").read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{run / 'run.json'}: not valid JSON ({e})") from None
+        if not isinstance(info, dict):
+            raise ValueError(f"{run / 'run.json'}: expected a JSON object")
+    train: dict = {}
+    if (run / "dit" / "config.json").exists():
+        try:
+            train = json.loads((run / "dit" / "config.json").read_text())
+        except json.JSONDecodeError:
+            train = {}
+        train = train if isinstance(train, dict) else {}
+    out = {"dit": run / "dit" / "final", "vae": run / "vae" / "final", "text_encoder": run / "text_encoder"}
+    if not out["text_encoder"].exists() and isinstance(train.get("text_encoder"), str):
+        out["text_encoder"] = train["text_encoder"]
+    for key in ("dit", "vae", "text_encoder"):
+        if isinstance(info.get(key), str):
+            value = Path(info[key])
+            out[key] = value if value.is_absolute() or not (run / value).exists() else run / value
+    for key in ("frames", "num_frames", "height", "width", "size", "fps"):
+        value = info.get(key)
+        if key in info and (isinstance(value, bool) or not isinstance(value, int | float) or not value > 0):
+            raise ValueError(f"{run / 'run.json'}: {key} must be a positive number, got {value!r}")
+    size = info.get("size", train.get("size"))
+    for key, fallback in (("frames", info.get("num_frames", train.get("frames"))), ("height", size),
+                          ("width", size), ("fps", None)):
+        value = info.get(key, fallback)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            out[key] = value
+    # How the run's own evaluation samples (apps/demo writes these).
+    if "sampler" in info:
+        if info["sampler"] not in SAMPLERS:
+            raise ValueError(f"{run / 'run.json'}: sampler must be one of {sorted(SAMPLERS)}, got {info['sampler']!r}")
+        out["sampler"] = info["sampler"]
+    for key, low in (("steps", 1), ("guidance_scale", 0)):
+        if key in info:
+            value = info[key]
+            if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value < float("inf") \
+                    or (key == "steps" and not isinstance(value, int)):
+                raise ValueError(f"{run / 'run.json'}: {key} must be a number >= {low}, got {value!r}")
+            out[key] = value
+    return out
 
 
 def _dtype_of(module: Any, default: torch.dtype) -> torch.dtype:
@@ -133,10 +195,15 @@ class TextToVideoPipeline:
             return torch.stack([torch.randn(like.shape[1:], generator=g) for g in gens]).to(like)
 
         embeds, mask = self.text_encoder(prompts)
-        null_embeds, null_mask = self.text_encoder([negative_prompt] * len(prompts))
         cond = {"text_embeds": embeds.to(device, dtype), "text_mask": mask.to(device)}
-        uncond = {"text_embeds": null_embeds.to(device, dtype), "text_mask": null_mask.to(device)}
-        guided = classifier_free_guidance(self.dit, guidance_scale, cond, uncond)
+        if guidance_scale == 1:  # the unconditional branch would cancel out: skip it
+
+            def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                return self.dit(x, t, **cond)
+        else:
+            null_embeds, null_mask = self.text_encoder([negative_prompt] * len(prompts))
+            uncond = {"text_embeds": null_embeds.to(device, dtype), "text_mask": null_mask.to(device)}
+            guided = classifier_free_guidance(self.dit, guidance_scale, cond, uncond)
 
         def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # the DiT's dtype in, fp32 out
             return guided(x.to(dtype), t).float()

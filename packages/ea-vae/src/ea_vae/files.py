@@ -125,7 +125,7 @@ def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
 
 POSITIVE = (lambda v: v > 0, "> 0")
 NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
-FRACTION = (lambda v: 0 <= v <= 1, "in [0, 1]")
+FRACTION = (lambda v: 0 <= v <= 1, "a fraction in [0, 1]")
 
 Limit = tuple[Callable[[Any], bool], str]
 
@@ -135,9 +135,12 @@ def _describe(hint: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_describe(a) for a in args)
     if hint is type(None):
-        return "null"
+        return "None"
     if origin in (tuple, list):
-        return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s" if args else "a list"
+        if not args:
+            return "a list"
+        count = f"{len(args)} " if origin is tuple and args[-1] is not Ellipsis else ""
+        return f"a list of {count}{_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
     if origin is typing.Literal:
         return "one of " + ", ".join(map(repr, args))
     return {bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
@@ -168,13 +171,16 @@ def _matches(hint: Any, value: Any) -> bool:
         return value in args
     if hint is dict or origin is dict:
         return isinstance(value, dict)
+    if dataclasses.is_dataclass(hint):  # a nested config
+        return isinstance(value, hint)
     return True  # anything else (callables, tensors...) is the caller's to check
 
 
-def check_fields(config: Any, limits: Mapping[str, Limit] | None = None) -> None:
+def check_fields(config: Any, limits: Mapping[str, Limit] | None = None,
+                 error: type[Exception] = ValueError) -> None:
     """Check every field of dataclass `config` against its annotation, and those in `limits` against a
-    range (``POSITIVE``...; applied to each element of a list). Raises ValueError naming the key, what
-    is expected and what was given: ``SliceVAEConfig.latent_channels: expected an integer, got 'four'``.
+    range (``POSITIVE``...; applied to each element of a list). Raises `error` naming the key, what is
+    expected and what was given: ``SliceVAEConfig.latent_channels: expected an integer, got 'four'``.
     Fields whose names start with ``_`` are skipped."""
     cls = type(config)
     hints = typing.get_type_hints(cls)
@@ -184,11 +190,11 @@ def check_fields(config: Any, limits: Mapping[str, Limit] | None = None) -> None
         value = getattr(config, f.name)
         hint = hints.get(f.name, Any)
         if not _matches(hint, value):
-            raise ValueError(f"{cls.__name__}.{f.name}: expected {_describe(hint)}, got {value!r} "
-                             f"({type(value).__name__})")
+            raise error(f"{cls.__name__}.{f.name}: expected {_describe(hint)}, got {value!r} "
+                        f"({type(value).__name__})")
         if limits and f.name in limits and value is not None:
             ok, text = limits[f.name]
             items = value if isinstance(value, tuple | list) else (value,)
             bad = [v for v in items if not isinstance(v, bool) and isinstance(v, int | float) and not ok(v)]
             if bad:
-                raise ValueError(f"{cls.__name__}.{f.name}: must be {text}, got {value!r}")
+                raise error(f"{cls.__name__}.{f.name}: must be {text}, got {value!r}")

@@ -11,6 +11,7 @@ from typing import Any
 from ea_data.filters import FilterConfig
 from ea_data.scenes import DETECTORS
 from ea_data.shards import ShardConfig
+from ea_vae.files import NON_NEGATIVE, POSITIVE, check_fields
 
 
 class InputError(ValueError):
@@ -29,6 +30,8 @@ class SplitConfig:
     split_long: bool = True
 
     def __post_init__(self):
+        check_fields(self, {"threshold": NON_NEGATIVE, "min_scene_len": POSITIVE, "min_seconds": NON_NEGATIVE,
+                            "max_seconds": POSITIVE}, error=InputError)
         if self.detector not in DETECTORS:
             raise InputError(f"detector must be one of {DETECTORS}, got {self.detector!r}")
         if not 0 <= self.min_seconds <= self.max_seconds or self.max_seconds <= 0:
@@ -52,6 +55,7 @@ class ScoreConfig:
     device: str = "cpu"
 
     def __post_init__(self):
+        check_fields(self, {"sample_fps": POSITIVE}, error=InputError)
         self.scorers = tuple(self.scorers)
         bad = [s for s in self.scorers if s not in ("motion", "text", "aesthetic")]
         if bad:
@@ -84,6 +88,7 @@ class PipelineConfig:
     progress: bool = True
 
     def __post_init__(self):
+        check_fields(self, error=InputError)  # types; the ranges below
         check_part(self.shard_index, self.num_shards)
         if self.workers < 1:
             raise InputError(f"workers must be >= 1, got {self.workers}")

@@ -9,10 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ea_data.curation.config import InputError, check_part
-from ea_data.shards import IMAGE_EXTS
-
-VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts",
-              ".3gp")
+from ea_vae.media import media_kind
 
 
 @dataclass
@@ -22,11 +19,6 @@ class Inputs:
     videos: list[str]
     images: list[str]
     ignored: list[str]
-
-
-def media_kind(path: str) -> str | None:
-    ext = os.path.splitext(path)[1].lower()
-    return "video" if ext in VIDEO_EXTS else "image" if ext in IMAGE_EXTS else None
 
 
 def list_inputs(input_dir: str | os.PathLike, exclude: Iterable[str | os.PathLike] = ()) -> Inputs:
