@@ -7,7 +7,10 @@
 Videos are resized to a multiple of 8 (``--size``) and trimmed to ``1 + 4k`` frames. The latents file
 holds the unscaled latents ``(1, C, 1 + k, H/8, W/8)`` under ``"latents"``; its safetensors metadata holds
 the fps, the original and model sizes and the model config, so ``decode`` restores the original size.
-Bad input (a missing, corrupt or non-video file) exits with code 2 and a one-line message.
+Bad input (a missing, corrupt or non-video file, a truncated model, an output path that is one of the
+inputs) exits with code 2 and a one-line message; nothing the user gave is overwritten. Changes to the
+video the model needs (frames trimmed to 1 + 4k, sizes rounded to multiples of 8, even output sizes)
+are reported on stderr.
 """
 
 from __future__ import annotations
@@ -25,12 +28,43 @@ from typing import Any
 import torch
 
 LATENTS_FORMAT = "ea-vae-latents/1"
+# Containers that take the H.264 stream `write_video` produces, plus animated GIF.
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".gif")
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 
 
 class CLIError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
+
+
+def _note(text: str) -> None:
+    """Tell the user about a change to their video; stderr, so stdout stays the result."""
+    print(f"ea-vae: note: {text}", file=sys.stderr)
+
+
+def _refuse_overwrite(output: Path, *inputs: Path) -> None:
+    """Raise unless `output` is a different file from every input (after links, `..` and hard links)."""
+    for src in inputs:
+        same = output.resolve() == src.resolve()
+        if not same and output.exists() and src.exists():
+            same = os.path.samefile(output, src)
+        if same:
+            raise CLIError(f"output {output} is the same file as the input {src}; refusing to overwrite it "
+                           "(choose another output path)")
+
+
+def _model_files(args: argparse.Namespace) -> list[Path]:
+    folder = Path(args.model)
+    return [folder / "config.json", folder / "model.safetensors"]
+
+
+def _check_video_output(path: Path) -> None:
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        got = f"suffix {path.suffix!r}" if path.suffix else "no suffix"
+        raise CLIError(f"output {path} has {got}; a video path must end in one of {', '.join(VIDEO_SUFFIXES)}")
+    if path.is_dir():
+        raise CLIError(f"output {path} is a folder; give a video file path")
 
 
 def _need(module: str):
@@ -139,13 +173,16 @@ def _device(name: str | None) -> torch.device:
 def load_model(args: argparse.Namespace):
     """Load the SliceVAE named by ``--model`` and apply the slicing/tiling options."""
     from . import SliceVAE
+    from .files import WeightsFileError
 
     path = Path(args.model)
     if not path.exists():
         raise CLIError(f"{path}: model folder does not exist")
     try:
         vae = SliceVAE.from_pretrained(path)
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+    except (WeightsFileError, NotADirectoryError, FileNotFoundError) as e:  # these name the file and the problem
+        raise CLIError(f"cannot load the model: {e}") from e
+    except (OSError, ValueError, KeyError) as e:
         raise CLIError(f"{path}: cannot load the model ({type(e).__name__}: {e})") from e
     vae = vae.to(device=_device(args.device), dtype=DTYPES[args.dtype]).eval()
     if args.no_slicing:
@@ -261,6 +298,12 @@ def load_video(path: Path, args: argparse.Namespace) -> tuple[torch.Tensor, dict
     n, height, width, _ = frames.shape
     keep = 1 + (n - 1) // 4 * 4  # trim to 1 + 4k frames
     width8, height8 = target_size(width, height, args.size)
+    if keep != n:
+        _note(f"{path}: using the first {keep} of {n} frames (SliceVAE needs 1 + 4k frames)")
+    asked = args.size if isinstance(args.size, tuple) else (width, height) if args.size is None else None
+    if asked is not None and asked != (width8, height8):
+        _note(f"{path}: the model sees {width8}x{height8} instead of {asked[0]}x{asked[1]} "
+              "(SliceVAE needs multiples of 8)")
     video = frames_to_tensor(frames[:keep])[None]
     video = resize_video(video, width8, height8)
     meta = {"fps": float(fps), "source": str(path), "source_frames": n, "num_frames": keep,
@@ -275,7 +318,10 @@ def save_video(path: Path, video: torch.Tensor, fps: float, size: tuple[int, int
     _need("av")
     _need("numpy")
     if size is not None:
-        w, h = (max(2, v // 2 * 2) for v in size)  # yuv420p needs even sizes
+        gif = path.suffix.lower() == ".gif"
+        w, h = size if gif else (max(2, v // 2 * 2) for v in size)  # yuv420p needs even sizes
+        if (w, h) != tuple(size):
+            _note(f"{path}: written at {w}x{h} instead of {size[0]}x{size[1]} (H.264 needs even sizes)")
         video = resize_video(video, w, h).clamp(-1, 1)
     write_video(path, tensor_to_frames(video[0]), fps=fps)
 
@@ -293,6 +339,9 @@ def save_latents(path: Path, latents: torch.Tensor, meta: dict[str, Any], model_
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         save_file({"latents": latents.contiguous()}, str(tmp), metadata=header)
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # safetensors creates 0600 files; outputs get the user's usual mode
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -339,6 +388,7 @@ def _say(args: argparse.Namespace, text: str) -> None:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
+    _refuse_overwrite(args.latents, args.video, *_model_files(args))
     video, meta = load_video(args.video, args)
     vae = load_model(args)
     t0 = time.perf_counter()
@@ -350,6 +400,10 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
+    _refuse_overwrite(args.video, args.latents, *_model_files(args))
+    _check_video_output(args.video)
+    if args.fps is not None and not (0 < args.fps < float("inf")):
+        raise CLIError(f"--fps {args.fps}: must be a positive number")
     latents, meta = load_latents(args.latents)
     vae = load_model(args)
     _check_channels(vae, latents, args.latents)
@@ -368,6 +422,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
 def cmd_roundtrip(args: argparse.Namespace) -> int:
     from .metrics import psnr, ssim
 
+    _refuse_overwrite(args.output, args.video, *_model_files(args))
+    _check_video_output(args.output)
     video, meta = load_video(args.video, args)
     vae = load_model(args)
     t0 = time.perf_counter()
