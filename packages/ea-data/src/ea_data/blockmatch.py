@@ -28,7 +28,7 @@ run of frames and falls again; inside a shot it stays at the shot's own level (i
 recent past). A run of at least `gradual_min_run` frames above both `gradual_threshold` and that level plus
 `gradual_margin` that no hard cut explains is a transition - unless one frame in it changes
 `cut_contrast` times more than the others (median) and by `cut_threshold`: then that frame is a
-hard cut. The frames of a transition must also change from step to step more than the shot before
+hard cut. The frames of a dissolve must also change from step to step more than the shot before
 it did (mean step mismatch >= `gradual_step_min` and >= `gradual_step_ratio` times the shot's median):
 a lag mismatch that is only a tracking slip over a smooth pan is not a transition.
 A transition is a "fade" when the frames in it
@@ -274,18 +274,19 @@ class BlockMatchDetector:
         mid = (r0 + r1) / 2 - cfg.lag / 2
         half = max(cfg.lag / 2, (r1 - r0 + 1 - cfg.lag / 2) / 2)
         start, end = max(0, int(np.floor(mid - half))), min(self.n, int(np.ceil(mid + half)) + 1)
-        # Mixing two shots changes every frame a little: the frames of a transition change more from
-        # step to step than the shot before it did (a lag mismatch that is only a tracking slip over
-        # a smooth pan does not).
-        steps_in = [v for k, v in steps.items() if start <= k < end]
-        before = [self.d1[k] for k in range(r0 - 4 * cfg.lag, r0 - cfg.lag)
-                  if k in self.d1 and not np.isnan(self.d1[k])]
-        level = float(np.median(before)) if before else 0.0
-        if not steps_in or np.mean(steps_in) < max(cfg.gradual_step_min, cfg.gradual_step_ratio * level):
-            return []
         inside = [self.contrast[k] for k in range(max(start, r0 - 2 * cfg.lag), end) if k in self.contrast]
         around = [self.contrast[k] for k in (start - 2, end + 1) if k in self.contrast]
         kind = FADE if inside and around and min(inside) < 0.25 * min(around) else DISSOLVE
+        if kind == DISSOLVE:
+            # Mixing two shots changes every frame a little: the frames of a dissolve change more from
+            # step to step than the shot before it did (a lag mismatch that is only a tracking slip
+            # over a smooth pan does not). A fade shows itself by going nearly black.
+            steps_in = [v for k, v in steps.items() if start <= k < end]
+            before = [self.d1[k] for k in range(r0 - 4 * cfg.lag, r0 - cfg.lag)
+                      if k in self.d1 and not np.isnan(self.d1[k])]
+            level = float(np.median(before)) if before else 0.0
+            if not steps_in or np.mean(steps_in) < max(cfg.gradual_step_min, cfg.gradual_step_ratio * level):
+                return []
         return [(kind, start, end)]
 
 
