@@ -7,6 +7,7 @@
 
 from ea_dit.config import VideoDiTConfig
 from ea_dit.diffusion import DiffusionConfig, GaussianDiffusion
+from ea_dit.grid_reshape import TokenGrid
 from ea_dit.model import VideoDiT
 from ea_dit.motion_module import MotionModule, insert_motion_modules, video_frames
 from ea_dit.pipeline import generate_latents
@@ -14,5 +15,5 @@ from ea_dit.text_encoder import T5TextEncoder
 
 __version__ = "0.1.0"
 
-__all__ = ["VideoDiT", "VideoDiTConfig", "MotionModule", "insert_motion_modules", "video_frames",
+__all__ = ["VideoDiT", "VideoDiTConfig", "MotionModule", "TokenGrid", "insert_motion_modules", "video_frames",
            "T5TextEncoder", "DiffusionConfig", "GaussianDiffusion", "generate_latents", "__version__"]

@@ -32,12 +32,13 @@ class T5TextEncoder(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path_or_id: str | os.PathLike, tokenizer_path: str | os.PathLike | None = None,
-                        max_length: int = PIXART_MAX_LENGTH, torch_dtype: torch.dtype | None = None,
+                        max_length: int = PIXART_MAX_LENGTH, dtype: torch.dtype | None = None,
                         device: str | torch.device | None = None, **hub_kwargs) -> T5TextEncoder:
         """Load from a folder or hub id holding both, or a pipeline folder with `text_encoder/` + `tokenizer/`.
 
-        `tokenizer_path` overrides where the tokenizer is read from. Extra keyword arguments (e.g.
-        `revision`, `local_files_only`) go to transformers' `from_pretrained`.
+        `tokenizer_path` overrides where the tokenizer is read from. The encoder comes back frozen, in eval
+        mode, in `dtype` on `device`. Extra keyword arguments (e.g. `revision`, `local_files_only`) go to
+        transformers' `from_pretrained`.
         """
         try:
             from transformers import AutoTokenizer, T5EncoderModel
@@ -52,9 +53,9 @@ class T5TextEncoder(nn.Module):
         if local.exists() and not local.is_dir():
             raise ValueError(f"{local} is a file; expected a folder with a T5 model and tokenizer, or a hub id")
         tokenizer = AutoTokenizer.from_pretrained(str(tok_path or model_path), **hub_kwargs)
-        model = T5EncoderModel.from_pretrained(model_path, dtype=torch_dtype, **hub_kwargs)
+        model = T5EncoderModel.from_pretrained(model_path, dtype=dtype, **hub_kwargs)
         model.eval().requires_grad_(False)
-        return cls(model.to(device), tokenizer, max_length=max_length)
+        return cls(model.to(device), tokenizer, max_length=max_length).eval()
 
     @property
     def device(self) -> torch.device:
@@ -80,5 +81,3 @@ class T5TextEncoder(nn.Module):
         out = self.model(input_ids=ids, attention_mask=mask.long())
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
         return hidden, mask
-
-    encode = forward

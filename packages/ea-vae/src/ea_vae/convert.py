@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 
 from .config import SliceVAEConfig
 
@@ -92,8 +93,6 @@ def config_from_diffusers(config: dict[str, Any]) -> SliceVAEConfig:
 def load_diffusers_state_dict(folder: str | Path) -> tuple[dict[str, torch.Tensor], Path]:
     """Read a diffusers model folder's weights (single or sharded safetensors, or a `.bin` loaded with
     `weights_only=True`) and convert the keys. Returns the state dict and the file it came from."""
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     single = folder / "diffusion_pytorch_model.safetensors"
     index = folder / "diffusion_pytorch_model.safetensors.index.json"

@@ -20,7 +20,10 @@ import re
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
+
+from .atomic import atomic_write
 
 # VGG16 configuration "D": channels of each conv, "M" = 2x2 max pool.
 _VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
@@ -98,13 +101,8 @@ class LPIPS(nn.Module):
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write trunk and heads to a safetensors file (atomically), loadable by :meth:`from_pretrained`."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(tmp))
-        os.replace(tmp, path)
-        return path
+        state = {k: v.contiguous() for k, v in self.state_dict().items()}
+        return atomic_write(path, lambda tmp: save_file(state, str(tmp)))
 
 
 def _read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -113,8 +111,6 @@ def _read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"{path}: perceptual-loss weights file does not exist")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             return load_file(str(path))
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
