@@ -8,9 +8,9 @@ from pathlib import Path
 ALLOWED = {
     "ea_vae": {"torch", "einops", "safetensors"},
     "ea_dit": {"torch", "einops", "safetensors", "transformers", "sentencepiece", "triton"},
-    "ea_data": {"ea-vae", "torch", "webdataset", "scenedetect", "opencv-python-headless", "av", "numpy", "tqdm",
-                "pillow"},
-    "ea_captions": {"ea-data", "torch", "transformers", "torchvision", "pillow", "numpy", "tqdm"},
+    "ea_data": {"ea-vae", "torch", "webdataset", "braceexpand", "scenedetect", "opencv-python-headless", "av",
+                "numpy", "tqdm", "pillow"},
+    "ea_captions": {"ea-data", "ea-vae", "torch", "transformers", "torchvision", "pillow", "numpy", "tqdm"},
 }
 FORBIDDEN_ANYWHERE = {"ea_vae": {"transformers", "triton", "open-clip-torch", "ea-dit", "ea-data", "diffusers"}}
 

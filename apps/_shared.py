@@ -1,24 +1,22 @@
-"""Glue shared by the apps: resumable checkpoints, loss logs and plots, demo data and a demo text encoder.
+"""Glue shared by the apps: CLI parsing, run set-up, the data loader, sampling and the demo text encoder.
 
-Apps import it after putting `apps/` on `sys.path` (`uv run apps/train_dit` runs `apps/train_dit/__main__.py`).
+Checkpoints, metric logs and plots, and the multi-process machinery live in `ea_dit.training`.
+Apps import this module after putting `apps/` on `sys.path` (`uv run apps/train_dit` runs
+`apps/train_dit/__main__.py`).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import math
 import os
-import random
 import re
 import shutil
-import time
-from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+
+from ea_dit.training import check_run_config, init_distributed
 
 # --------------------------------------------------------------------------------------------------
 # configuration
@@ -47,190 +45,21 @@ def parse_config(cls, argv, prog: str, doc: str, helps: dict[str, str] | None = 
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
-def start_run(cfg) -> tuple[torch.device, Path]:
-    """Seed, pick the device, create the output folder and record the config there."""
+def start_run(cfg, may_change: frozenset[str] | set[str]):
+    """Join torchrun's process group (when launched by it), seed, and check that `--out` is not the run
+    folder of a different configuration. Writes nothing: the trainer writes `config.json` once resume
+    has decided. Returns `(DistContext, out folder)`.
+    """
+    ctx = init_distributed(cfg.device)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "config.json.tmp"
-    tmp.write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
-    os.replace(tmp, out / "config.json")
-    return pick_device(cfg.device), out
+    check_run_config(out, dataclasses.asdict(cfg), may_change)
+    return ctx, out
 
 
 # --------------------------------------------------------------------------------------------------
-# checkpoints
+# sample videos (generation itself: ea_dit.t2v.TextToVideoPipeline)
 # --------------------------------------------------------------------------------------------------
-
-
-def _step_dir(root: Path, step: int) -> Path:
-    return root / f"step-{step:07d}"
-
-
-def latest_checkpoint(root: str | os.PathLike) -> Path | None:
-    """The newest complete `step-*` folder under `root` (complete = has state.json), or None."""
-    root = Path(root)
-    done = sorted(p for p in root.glob("step-*") if (p / "state.json").exists())
-    return done[-1] if done else None
-
-
-def save_checkpoint(root: str | os.PathLike, step: int, modules: dict[str, torch.nn.Module],
-                    optimizers: dict[str, torch.optim.Optimizer], state: dict, keep: int = 2) -> Path:
-    """Write modules (safetensors), optimizer states and a JSON state atomically into `root/step-N`.
-
-    The folder is assembled under a temporary name and renamed when complete, so a job killed while
-    saving leaves the previous checkpoint intact. Only the newest `keep` checkpoints are kept.
-    """
-    root = Path(root)
-    final = _step_dir(root, step)
-    tmp = root / f".tmp-step-{step:07d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, module in modules.items():
-        tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-        save_file(tensors, tmp / f"{name}.safetensors")
-    torch.save({name: opt.state_dict() for name, opt in optimizers.items()}, tmp / "optimizers.pt")
-    rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save(rng, tmp / "rng.pt")
-    (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=1, default=str))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    for old in sorted(p for p in root.glob("step-*") if (p / "state.json").exists())[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def load_checkpoint(path: str | os.PathLike, modules: dict[str, torch.nn.Module],
-                    optimizers: dict[str, torch.optim.Optimizer]) -> dict:
-    """Restore what :func:`save_checkpoint` wrote (weights-only loading) and return its JSON state."""
-    path = Path(path)
-    for name, module in modules.items():
-        module.load_state_dict(load_file(path / f"{name}.safetensors"))
-    opt_states = torch.load(path / "optimizers.pt", map_location="cpu", weights_only=True)
-    for name, opt in optimizers.items():
-        opt.load_state_dict(opt_states[name])
-    rng = torch.load(path / "rng.pt", map_location="cpu", weights_only=True)
-    torch.set_rng_state(rng["torch"])
-    random.setstate(rng["python"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    return json.loads((path / "state.json").read_text())
-
-
-def resume(root: str | os.PathLike, modules: dict[str, torch.nn.Module],
-           optimizers: dict[str, torch.optim.Optimizer], loader) -> int:
-    """Restore the newest checkpoint under `root` (modules, optimizers, RNG, data position), if any.
-
-    Returns the step to continue from (0 when there is no checkpoint).
-    """
-    ck = latest_checkpoint(root)
-    if ck is None:
-        return 0
-    state = load_checkpoint(ck, modules, optimizers)
-    loader.load_state_dict(state["loader"])
-    print(f"resumed from {ck} at step {state['step']}")
-    return state["step"]
-
-
-# --------------------------------------------------------------------------------------------------
-# logs and plots
-# --------------------------------------------------------------------------------------------------
-
-
-class LossLog:
-    """Append-only JSONL of per-step metrics (`metrics.jsonl`), truncated to `step` on resume."""
-
-    def __init__(self, path: str | os.PathLike, resume_step: int = 0):
-        self.path = Path(path)
-        rows = read_metrics(self.path) if self.path.exists() else []
-        kept = [r for r in rows if r["step"] <= resume_step]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, self.path)
-        self._f = open(self.path, "a")  # noqa: SIM115 - closed in close()
-        self._t0 = time.time()
-
-    def write(self, step: int, **metrics: float) -> None:
-        row = {"step": step, "time": round(time.time() - self._t0, 3)}
-        row.update({k: float(v) for k, v in metrics.items()})
-        self._f.write(json.dumps(row) + "\n")
-        self._f.flush()
-
-    def close(self) -> None:
-        self._f.close()
-
-
-def read_metrics(path: str | os.PathLike) -> list[dict]:
-    """Rows of a metrics.jsonl, stopping at a line cut off by a kill."""
-    rows = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return rows
-
-
-def plot_metrics(jsonl: str | os.PathLike, png: str | os.PathLike, keys: Iterable[str] | None = None) -> Path:
-    """Plot metrics over steps from a metrics.jsonl into a PNG (one panel per metric)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = read_metrics(jsonl)
-    keys = list(keys or sorted({k for r in rows for k in r} - {"step", "time"}))
-    fig, axes = plt.subplots(len(keys), 1, figsize=(6, 2.2 * max(len(keys), 1)), squeeze=False)
-    for ax, key in zip(axes[:, 0], keys):
-        pts = [(r["step"], r[key]) for r in rows if key in r and math.isfinite(r[key])]
-        if pts:
-            ax.plot(*zip(*pts), lw=1)
-        ax.set_ylabel(key)
-        ax.grid(alpha=0.3)
-    axes[-1, 0].set_xlabel("step")
-    fig.tight_layout()
-    png = Path(png)
-    tmp = png.with_name(f".{png.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, png)
-    return png
-
-
-# --------------------------------------------------------------------------------------------------
-# sampling
-# --------------------------------------------------------------------------------------------------
-
-
-def pixel_multiple(dit, vae) -> int:
-    """Frame sides must be multiples of this: VAE downsampling x DiT patch (x Grid Reshape cell)."""
-    c = dit.config
-    return vae.config.spatial_compression * c.patch_size * (c.motion_grid if c.motion_module else 1)
-
-
-@torch.no_grad()
-def generate_videos(dit, vae, text_encoder, prompts, frames, height, width, steps=25, cfg=4.5,
-                    sampler="ddim", seed=0, negative_prompt="", progress=None) -> torch.Tensor:
-    """Prompts -> videos `(B, 3, frames, height, width)` in [-1, 1]."""
-    from ea_dit.pipeline import generate_latents
-
-    tc = vae.config.temporal_compression
-    if (frames - 1) % tc:
-        raise ValueError(f"--frames {frames}: the VAE needs 1 + {tc}k frames")
-    multiple = pixel_multiple(dit, vae)
-    if height % multiple or width % multiple:
-        raise ValueError(f"height and width must be multiples of {multiple}, got {height}x{width}")
-    sc = vae.config.spatial_compression
-    shape = (vae.config.latent_channels, 1 + (frames - 1) // tc, height // sc, width // sc)
-    g = torch.Generator().manual_seed(seed)
-    latents = generate_latents(dit, text_encoder, list(prompts), shape, steps=steps, guidance_scale=cfg,
-                               negative_prompt=negative_prompt, sampler=sampler, generator=g, progress=progress)
-    vae.enable_slicing()
-    return vae.decode(latents / vae.config.scaling_factor).clamp(-1, 1)
 
 
 def save_videos(videos: torch.Tensor, prompts, out: Path, fps: float) -> list[Path]:
@@ -274,15 +103,34 @@ def build_demo_text_encoder(path: str | os.PathLike, d_model: int = 64, seed: in
 
 
 def video_loader(shards: str | os.PathLike, batch_size: int, frames: int, stride: int, size: int,
-                 image_video_ratio: float | None, seed: int, num_workers: int, size_multiple: int = 16):
-    """The ea-data bucketed, resumable loader over `shards`: batches `{"pixel_values": (B, 3, F, H, W),
-    "caption": [...], ...}`, every batch from one aspect-ratio bucket (images F = 1 in their own batches)."""
-    from ea_data import LoaderConfig, make_dataloader
+                 image_video_ratio: float | None, seed: int, num_workers: int, size_multiple: int = 16,
+                 bucket_by: str = "aspect_ratio", token_budget: int | None = None, rank: int = 0,
+                 world_size: int = 1):
+    """The ea-data bucketed, resumable loader over `shards` for process `rank` of `world_size`: batches
+    `{"pixel_values": (B, 3, F, H, W), "caption": [...], ...}`, every batch from one bucket (images F = 1
+    in their own batches). `bucket_by="token_length"` scales batch sizes so a batch holds about
+    `batch_size x token_budget` pixels, with base sizes up to `size`.
 
+    Raises ValueError when there are fewer shards than processes x workers (some would get no data).
+    """
+    from ea_data import LoaderConfig, make_dataloader
+    from ea_data.loader import list_shards
+
+    n_shards, slots = len(list_shards(shards)), world_size * max(1, num_workers)
+    if n_shards < slots:
+        raise ValueError(f"--data {shards} has {n_shards} shard(s) for {world_size} process(es) x "
+                         f"{max(1, num_workers)} loader worker(s): each needs at least one shard; write more "
+                         "shards (ea-data --shard-size) or use fewer processes / --num-workers")
+    extra = {}
+    if bucket_by == "token_length":
+        extra = {"bucket_by": "token_length", "resolutions": tuple(sorted({r for r in (256, 512, 768, 1024)
+                                                                            if r < size} | {size}))}
+        if token_budget:
+            extra["token_budget"] = token_budget
     config = LoaderConfig(resolution=size, num_frames=frames, frame_stride=stride, batch_size=batch_size,
                           image_video_ratio=image_video_ratio, seed=seed, num_workers=num_workers,
-                          size_multiple=size_multiple)
-    return make_dataloader(shards, config)
+                          size_multiple=size_multiple, **extra)
+    return make_dataloader(shards, config, rank=rank, world_size=world_size)
 
 
 def endless_batches(loader):

@@ -6,36 +6,67 @@ r"""Train the EasyAnimate video DiT (PixArt-alpha + motion module) on WebDataset
 Each step encodes a bucketed batch of clips with the frozen Slice VAE (latents x scaling factor) and
 their captions with the frozen T5 encoder (captions dropped to "" with --cfg-dropout for classifier-free
 guidance), noises the latents and trains the DiT with the IDDPM hybrid loss (noise MSE + variance bound).
-`--train motion` trains only the motion modules (EasyAnimate V1 stage 2); `--train all` everything.
-Checkpoints (model, EMA, optimizer, data position, RNG) go to `<out>/checkpoints/` every --save-every
-steps, and a rerun with the same --out resumes from the newest one. At the end the EMA weights are saved
-to `<out>/final` (VideoDiT.from_pretrained folder), with loss plots and sample videos in `<out>/`.
+Noise, timesteps and caption dropout are drawn per sample from seeds of (seed, step, sample index), so
+N processes with --batch-size B train exactly what one process does with N*B.
+
+Stages (`--stage`, the paper's recipe; the `final/` of one is the `--dit` of the next): `image` (F = 1,
+motion modules frozen; a PixArt-alpha checkpoint is adapted to the VAE's latent channels), `motion`
+(motion modules and U-ViT skips only), `full` (everything).
+
+Multi-GPU: `torchrun --nproc-per-node N apps/train_dit/__main__.py --parallel ddp|fsdp ...` (NCCL on GPUs,
+gloo on the CPU; FSDP2 shards each transformer block). Only rank 0 writes logs, plots and samples.
+
+Checkpoints (model, EMA, optimizer, data position per process, RNG) go to `<out>/checkpoints/` every
+--save-every steps as sharded torch.distributed.checkpoint folders; a rerun with the same --out resumes
+from the newest complete one (on any number of processes), and a different configuration in the same
+--out is refused. At the end the EMA weights are saved to `<out>/final` (VideoDiT.from_pretrained
+folder), with metrics.jsonl, TensorBoard events, loss plots and sample videos in `<out>/`.
 """
 
 from __future__ import annotations
 
 import copy
+import resource
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from ea_dit.t2v import TextToVideoPipeline, pixel_multiple, scale_latents
+from ea_dit.training import MetricsLog, plot_metrics, resume, save_checkpoint, write_run_config
+from ea_dit.training.distributed import (
+    all_gather_objects,
+    all_reduce_mean,
+    apply_fsdp,
+    barrier,
+    clip_grad_norm,
+    close_distributed,
+    full_state_dict,
+    gradient_sync,
+    randn_per_sample,
+    sample_generators,
+    wrap_ddp,
+)
+from ea_dit.training.optim import adamw, lr_factor, set_lr
+from ea_dit.training.stages import STAGES, adapt_latent_channels, trainable_parameters
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _shared import (  # noqa: E402
     DTYPES,
-    LossLog,
     endless_batches,
-    generate_videos,
     parse_config,
-    pixel_multiple,
-    plot_metrics,
-    resume,
-    save_checkpoint,
     save_videos,
     start_run,
     video_loader,
 )
+
+# settings that may change between a run and its resumption (everything else must match --out's config)
+MAY_CHANGE = frozenset({"steps", "log_every", "save_every", "sample_prompts", "sample_steps", "device", "dtype",
+                        "batch_size", "grad_accum",
+                        "parallel", "gradient_checkpointing", "attention_backend", "tensorboard", "num_workers"})
+SAMPLE_STRIDE = 1 << 16  # noise index stride between (micro-batch, process) slots; > any batch size
 
 
 @dataclass
@@ -46,54 +77,99 @@ class TrainDiTConfig:
     out: str = "runs/train_dit"
     dit: str | None = None  # pretrained VideoDiT or diffusers PixArtTransformer2DModel folder
     model: str = "tiny"  # size preset when --dit is not given: tiny | xl
-    train: str = "all"  # all | motion
+    stage: str = "full"  # image | motion | full (the paper's stages)
     steps: int = 100
-    batch_size: int = 2
-    frames: int = 9  # video frames per clip, 1 + 4k
+    batch_size: int = 2  # per process and micro-batch
+    grad_accum: int = 1  # micro-batches per optimiser step
+    frames: int = 17
     frame_stride: int = 2
     size: int = 64  # pixels of the bucket base size (64 for the demo, 512 for real runs)
+    resolution_schedule: str = ""  # e.g. "256:0,512:20000": base size from each step on (overrides --size)
+    bucket_by: str = "aspect_ratio"  # aspect_ratio | token_length
+    token_budget: int = 0  # token_length: pixels x frames of a full-budget sample (0: ea-data's default)
     image_video_ratio: float = 0.25  # image batches per video batch
     lr: float = 1e-4
+    lr_schedule: str = "constant"  # constant | cosine (after warm-up)
+    warmup_steps: int = 0
     weight_decay: float = 0.03
     grad_clip: float = 1.0
     ema_decay: float = 0.99
     cfg_dropout: float = 0.1
+    parallel: str = "ddp"  # ddp | fsdp (under torchrun)
     attention_backend: str = "sdpa"
     gradient_checkpointing: bool = False
-    dtype: str = "fp32"  # autocast dtype on CUDA: bf16 recommended
+    dtype: str = "fp32"  # bf16 recommended on GPUs: autocast (ddp) or FSDP2's mixed-precision policy
     device: str = "auto"
     num_workers: int = 0
     seed: int = 0
     log_every: int = 5
     save_every: int = 50
+    tensorboard: bool = True
     sample_prompts: tuple[str, ...] = ()
     sample_steps: int = 20  # 0: no samples at the end
 
 
 def parse_args(argv=None) -> TrainDiTConfig:
     helps = {"model": "size preset when --dit is not given: tiny (CPU demo) or xl (PixArt-alpha XL/2)",
-             "train": "all: every parameter; motion: only the motion modules (V1 stage 2)",
+             "stage": "image: F = 1 frames, motion modules frozen (adapts a PixArt checkpoint, latent channels "
+                      "included); motion: motion modules + U-ViT skips only; full: everything",
+             "resolution_schedule": "bucket base size by step, e.g. 256:0,512:20000 (overrides --size)",
+             "bucket_by": "aspect_ratio: fixed batch size; token_length: batch sizes scaled to --token-budget",
+             "parallel": "under torchrun: ddp (replicated) or fsdp (FSDP2 fully_shard per block)",
              "sample_prompts": "a prompt to sample at the end (default: captions of the first batch)"}
     cfg = parse_config(TrainDiTConfig, argv, "uv run apps/train_dit", __doc__, helps,
-                       {"model": ("tiny", "xl"), "train": ("all", "motion"),
+                       {"model": ("tiny", "xl"), "stage": STAGES, "parallel": ("ddp", "fsdp"),
+                        "bucket_by": ("aspect_ratio", "token_length"), "lr_schedule": ("constant", "cosine"),
                         "attention_backend": ("sdpa", "xformers", "triton"), "dtype": tuple(DTYPES)})
-    if cfg.train == "motion" and not cfg.dit:
+    if cfg.stage == "motion" and not cfg.dit:
         # The output layer of a fresh DiT is zero: no gradient would reach the motion modules.
-        raise SystemExit("error: --train motion needs a pretrained DiT (--dit PATH, e.g. a PixArt folder)")
+        raise SystemExit("error: --stage motion needs a pretrained DiT (--dit PATH, e.g. the image stage's final/)")
+    for name in ("steps", "batch_size", "grad_accum", "log_every", "save_every"):
+        if getattr(cfg, name) < 1:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    try:
+        resolution_schedule(cfg)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     return cfg
+
+
+def resolution_schedule(cfg: TrainDiTConfig) -> list[tuple[int, int]]:
+    """`[(first step, base size), ...]` sorted by step, from --resolution-schedule (else `[(0, size)]`)."""
+    if not cfg.resolution_schedule:
+        return [(0, cfg.size)]
+    out = []
+    for part in cfg.resolution_schedule.split(","):
+        try:
+            size, step = (int(x) for x in part.split(":"))
+        except ValueError:
+            raise ValueError(f"--resolution-schedule {cfg.resolution_schedule!r}: expected SIZE:STEP pairs "
+                             "separated by commas, e.g. 256:0,512:20000") from None
+        if size < 1 or step < 0:
+            raise ValueError(f"--resolution-schedule: bad entry {part!r} (size >= 1, step >= 0)")
+        out.append((step, size))
+    out.sort()
+    if out[0][0] != 0:
+        raise ValueError("--resolution-schedule must start at step 0, e.g. 256:0,512:20000")
+    return out
+
+
+def segment_at(schedule: list[tuple[int, int]], step: int) -> int:
+    return max(i for i, (start, _) in enumerate(schedule) if start <= step)
 
 
 def build_dit(cfg: TrainDiTConfig, latent_channels: int, caption_channels: int, sample_size: int):
     from ea_dit import VideoDiT, VideoDiTConfig
 
     if cfg.dit:
-        dit = VideoDiT.from_pretrained(cfg.dit)
+        dit = adapt_latent_channels(VideoDiT.from_pretrained(cfg.dit), latent_channels)
     else:
         base = VideoDiTConfig.tiny if cfg.model == "tiny" else VideoDiTConfig
         dit = VideoDiT(base(in_channels=latent_channels, caption_channels=caption_channels,
                             sample_size=sample_size))
-    if dit.config.in_channels != latent_channels:
-        raise ValueError(f"the DiT takes {dit.config.in_channels} latent channels but the VAE makes {latent_channels}")
+    if dit.config.caption_channels != caption_channels:
+        raise ValueError(f"the DiT takes {dit.config.caption_channels}-channel text features but the text encoder "
+                         f"makes {caption_channels}")
     dit.set_attention_backend(cfg.attention_backend)
     dit.enable_gradient_checkpointing(cfg.gradient_checkpointing)
     return dit
@@ -102,80 +178,156 @@ def build_dit(cfg: TrainDiTConfig, latent_channels: int, caption_channels: int, 
 def train(cfg: TrainDiTConfig) -> Path:
     from tqdm import tqdm
 
-    from ea_dit import T5TextEncoder
+    from ea_dit import T5TextEncoder, VideoDiT
     from ea_dit.diffusion import GaussianDiffusion
     from ea_vae import SliceVAE
 
-    device, out = start_run(cfg)
+    ctx, out = start_run(cfg, MAY_CHANGE)
+    device, main = ctx.device, ctx.is_main
     vae = SliceVAE.from_pretrained(cfg.vae).to(device).eval().requires_grad_(False)
     text_encoder = T5TextEncoder.from_pretrained(cfg.text_encoder, device=device)
     caption_channels = text_encoder.model.config.d_model
     sc = vae.config.spatial_compression
-    dit = build_dit(cfg, vae.config.latent_channels, caption_channels, cfg.size // sc).to(device)
-    ema = copy.deepcopy(dit).eval().requires_grad_(False)
-    params = dit.motion_module_parameters() if cfg.train == "motion" else list(dit.parameters())
+    schedule = resolution_schedule(cfg)
+    dit = build_dit(cfg, vae.config.latent_channels, caption_channels, schedule[-1][1] // sc).to(device)
+    params = trainable_parameters(dit, cfg.stage)
     if not params:
-        raise ValueError("--train motion but the DiT has no motion modules")
-    dit.requires_grad_(False)
-    for q in params:
-        q.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        raise ValueError(f"--stage {cfg.stage}: the DiT has no parameters to train (no motion modules?)")
+    ema = copy.deepcopy(dit).eval().requires_grad_(False)
+    fsdp = ctx.distributed and cfg.parallel == "fsdp"
+    if fsdp:  # shard each transformer block (and the rest at the root); EMA sharded alike
+        mp = DTYPES[cfg.dtype] if cfg.dtype != "fp32" else None
+        apply_fsdp(dit, dit.blocks, param_dtype=mp)
+        apply_fsdp(ema, ema.blocks)
+        train_module = dit
+    elif ctx.distributed:
+        train_module = wrap_ddp(dit, ctx)
+    else:
+        train_module = dit
+    pairs = [(pe, pm) for pe, pm in zip(ema.parameters(), dit.parameters()) if pm.requires_grad]
+    opt = adamw(params, lr=cfg.lr, weight_decay=cfg.weight_decay, device=device)
     diffusion = GaussianDiffusion()
-    loader = video_loader(cfg.data, batch_size=cfg.batch_size, frames=cfg.frames, stride=cfg.frame_stride,
-                          size=cfg.size, image_video_ratio=cfg.image_video_ratio, seed=cfg.seed,
-                          num_workers=cfg.num_workers, size_multiple=pixel_multiple(dit, vae))
+    frames = 1 if cfg.stage == "image" else cfg.frames
+
+    def make_loader(segment: int):
+        return video_loader(cfg.data, batch_size=cfg.batch_size, frames=frames, stride=cfg.frame_stride,
+                            size=schedule[segment][1], image_video_ratio=cfg.image_video_ratio, seed=cfg.seed,
+                            num_workers=cfg.num_workers, size_multiple=pixel_multiple(dit, vae),
+                            bucket_by=cfg.bucket_by, token_budget=cfg.token_budget or None, rank=ctx.rank,
+                            world_size=ctx.world_size)
 
     ckpt_dir = out / "checkpoints"
-    step = resume(ckpt_dir, {"dit": dit, "ema": ema}, {"opt": opt}, loader)
-    log = LossLog(out / "metrics.jsonl", resume_step=step)
-    autocast = torch.autocast(device.type, dtype=DTYPES[cfg.dtype], enabled=cfg.dtype != "fp32")
+    modules = {"dit": dit, "ema": ema}
+    state = resume(ckpt_dir, modules, {"opt": opt})
+    step = state["step"] if state else 0
+    segment = segment_at(schedule, step)
+    loader = make_loader(segment)
+    if state and state.get("segment", 0) == segment:
+        loaders = state.get("loaders") or [state.get("loader")]
+        if len(loaders) == ctx.world_size:
+            loader.load_state_dict(loaders[ctx.rank])
+        elif main:  # the data position is per process: continue with the next epoch
+            print(f"resume: saved on {len(loaders)} process(es), now {ctx.world_size}: the data loader starts "
+                  f"epoch {loaders[0]['epoch'] + 1}")
+        if len(loaders) != ctx.world_size:
+            loader.set_epoch(loaders[0]["epoch"] + 1)
+    # Resume has decided: from here on the run folder may be written.
+    if main:
+        write_run_config(out, asdict(cfg))
+    log = MetricsLog(out / "metrics.jsonl", resume_step=step, tensorboard=cfg.tensorboard, enabled=main)
+    autocast = torch.autocast(device.type, dtype=DTYPES[cfg.dtype], enabled=cfg.dtype != "fp32" and not fsdp)
     first_captions: list[str] = []
-    bar = tqdm(total=cfg.steps, initial=step, desc="train_dit", unit="step")
+    bar = tqdm(total=cfg.steps, initial=step, desc="train_dit", unit="step", disable=not main,
+               mininterval=1 if sys.stderr.isatty() else 30)
     dit.train()
-    for batch in endless_batches(loader) if step < cfg.steps else ():
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # per step: resume-exact
-        video, captions = batch["pixel_values"].to(device), list(batch["caption"])
-        first_captions = first_captions or captions
-        with torch.no_grad():
-            latents = vae.encode(video).sample(g).mul(vae.config.scaling_factor)
-            drop = torch.rand(len(captions), generator=g) < cfg.cfg_dropout
-            embeds, mask = text_encoder(["" if d else c for c, d in zip(captions, drop)])
-        t = torch.randint(0, diffusion.num_timesteps, (latents.shape[0],), generator=g).to(device)
-        noise = torch.randn(latents.shape, generator=g).to(device)
-        xt = diffusion.q_sample(latents, t, noise)
-        with autocast:
-            pred = dit(xt, t, embeds, mask)
-        losses = diffusion.training_losses(pred.float(), latents, t, noise, xt)
-        loss = losses["loss"].mean()
+    batches = endless_batches(loader)
+    window = {"t": time.perf_counter(), "samples": 0.0, "tokens": 0.0}
+    while step < cfg.steps:
+        new_segment = segment_at(schedule, step)
+        if new_segment != segment:  # progressive resolution: next bucket base size from this step on
+            segment, loader = new_segment, make_loader(new_segment)
+            batches = endless_batches(loader)
+        set_lr(opt, cfg.lr * lr_factor(step, cfg.warmup_steps, cfg.steps, cfg.lr_schedule))
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        totals = torch.zeros(5, dtype=torch.float64)  # loss, mse, vb (sums over samples), samples, tokens
+        for micro in range(cfg.grad_accum):
+            batch = next(batches)
+            video, captions = batch["pixel_values"].to(device), list(batch["caption"])
+            first_captions = first_captions or captions
+            b = len(captions)
+            gens = sample_generators(cfg.seed, step, (micro * ctx.world_size + ctx.rank) * SAMPLE_STRIDE, b)
+            with torch.no_grad():
+                posterior = vae.encode(video)
+                eps = randn_per_sample(posterior.mean.shape[1:], gens, device)
+                latents = scale_latents(vae, posterior.mean + posterior.std * eps)
+                drop = [torch.rand((), generator=g).item() < cfg.cfg_dropout for g in gens]
+                embeds, mask = text_encoder(["" if d else c for c, d in zip(captions, drop)])
+            t = torch.stack([torch.randint(0, diffusion.num_timesteps, (), generator=g) for g in gens]).to(device)
+            noise = randn_per_sample(latents.shape[1:], gens, device)
+            xt = diffusion.q_sample(latents, t, noise)
+            with gradient_sync(train_module, micro == cfg.grad_accum - 1), autocast:
+                pred = train_module(xt, t, embeds, mask)
+                losses = diffusion.training_losses(pred.float(), latents, t, noise, xt)
+                (losses["loss"].mean() / cfg.grad_accum).backward()
+            totals += torch.tensor([losses["loss"].sum().item(), losses["mse"].sum().item(),
+                                    losses["vb"].sum().item(), b, b * batch["num_tokens"]], dtype=torch.float64)
+        grad_norm = clip_grad_norm(params, cfg.grad_clip)
         opt.step()
         with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), dit.parameters()):
+            for pe, pm in pairs:
                 pe.lerp_(pm, 1 - cfg.ema_decay)
+        totals = all_reduce_mean(totals.to(device)).cpu() * ctx.world_size
+        window["samples"] += totals[3].item()
+        window["tokens"] += totals[4].item()
         step += 1
         bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.steps:
-            log.write(step, loss=loss.item(), mse=losses["mse"].mean().item(),
-                      vb=losses["vb"].mean().item(), grad_norm=grad_norm.item())
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            n, elapsed = totals[3].item(), time.perf_counter() - window["t"]
+            log.write(step, loss=totals[0].item() / n, mse=totals[1].item() / n, vb=totals[2].item() / n,
+                      grad_norm=grad_norm.item(), lr=opt.param_groups[0]["lr"],
+                      samples_per_s=window["samples"] / elapsed, tokens_per_s=window["tokens"] / elapsed,
+                      peak_mem_gib=peak_memory_gib(device))
+            window = {"t": time.perf_counter(), "samples": 0.0, "tokens": 0.0}
+            bar.set_postfix(loss=f"{totals[0].item() / n:.4f}")
         if step % cfg.save_every == 0 or step == cfg.steps:
-            save_checkpoint(ckpt_dir, step, {"dit": dit, "ema": ema}, {"opt": opt},
-                            {"loader": loader.state_dict(), "config": asdict(cfg)})
-        if step >= cfg.steps:
-            break
+            save_checkpoint(ckpt_dir, step, modules, {"opt": opt},
+                            {"loaders": all_gather_objects(loader.state_dict()), "segment": segment,
+                             "world_size": ctx.world_size, "config": asdict(cfg)})
     bar.close()
     log.close()
-    final = ema.save_pretrained(out / "final")
-    plot_metrics(out / "metrics.jsonl", out / "loss.png", keys=["loss", "mse", "vb", "grad_norm"])
-    if cfg.sample_steps > 0:
-        prompts = list(cfg.sample_prompts) or first_captions[:2] or ["a red circle moves over a striped background"]
-        videos = generate_videos(ema, vae, text_encoder, prompts, cfg.frames, cfg.size, cfg.size,
-                                 steps=cfg.sample_steps, seed=cfg.seed)
-        save_videos(videos, prompts, out / "samples", fps=8)
-    print(f"saved {final}; samples in {out / 'samples'}; loss plot {out / 'loss.png'}")
+    final = export_dit(ema, out / "final", main)
+    if main:
+        plot_metrics(out / "metrics.jsonl", out / "loss.png", keys=["loss", "mse", "vb", "grad_norm", "lr"])
+        if cfg.sample_steps > 0:
+            model = VideoDiT.from_pretrained(final).to(device).eval()
+            prompts = list(cfg.sample_prompts) or first_captions[:2] or ["a red circle moves over a striped background"]
+            size = schedule[-1][1]
+            videos = TextToVideoPipeline(model, vae, text_encoder)(prompts, frames, size, size,
+                                                                   steps=cfg.sample_steps, seed=cfg.seed)
+            save_videos(videos, prompts, out / "samples", fps=8)
+        print(f"saved {final}; samples in {out / 'samples'}; loss plot {out / 'loss.png'}")
+    barrier()
     return Path(final)
+
+
+def export_dit(model, path: Path, main: bool) -> Path:
+    """Save `model` (plain, DDP-owned or FSDP-sharded) as a `VideoDiT.from_pretrained` folder (rank 0)."""
+    from ea_dit import VideoDiT
+
+    state = full_state_dict(model)  # collective; complete on rank 0
+    if main:
+        plain = VideoDiT(copy.deepcopy(model.config))
+        plain.load_state_dict(state)
+        plain.save_pretrained(path)
+    barrier()
+    return path
+
+
+def peak_memory_gib(device: torch.device) -> float:
+    """Peak accelerator memory allocated (CUDA), else the process's peak resident memory."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def main(argv=None) -> int:
@@ -185,7 +337,13 @@ def main(argv=None) -> int:
             print(f"error: --{name} {getattr(cfg, name)} does not exist (run `uv run apps/demo` to build "
                   f"the demo data and models)", file=sys.stderr)
             return 2
-    train(cfg)
+    try:
+        train(cfg)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        close_distributed()
     return 0
 
 

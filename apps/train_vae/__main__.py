@@ -3,10 +3,13 @@ r"""Train the Slice VAE on WebDataset shards with L1 + perceptual + KL + hinge-G
     uv run apps/train_vae --data runs/demo/data/shards --out runs/demo/vae
 
 Follows the EasyAnimate VAE recipe (Adam, betas (0.5, 0.9), lr 1e-4, KL weight 1e-6, discriminators
-from --disc-start with an adaptive weight); `--decoder-only` freezes the encoder (the paper's second
-stage). The perceptual loss needs LPIPS/VGG weights from a local file (--perceptual-weights); without
+from --disc-start with an adaptive weight); `--stage decoder` freezes the encoder (the paper's second
+stage) and `--slicing shared` trains through the sliced, feature-sharing decoder. The perceptual loss needs LPIPS/VGG weights from a local file (--perceptual-weights); without
 them it is switched off rather than run with random weights. Checkpoints (VAE, discriminators,
-optimizers, data position, RNG) go to `<out>/checkpoints/` and a rerun with the same --out resumes.
+optimizers, data position, RNG) go to `<out>/checkpoints/` (torch.distributed.checkpoint) and a rerun
+with the same --out resumes from the newest complete one. Under `torchrun --nproc-per-node N` each
+process trains on its own shards and gradients are averaged over the processes (data parallel); only
+rank 0 writes logs, plots and samples.
 At the end the VAE is saved to `<out>/final` (SliceVAE.from_pretrained folder), with a loss plot and
 reconstructions (input | output side by side, mp4 + gif) and their PSNR/SSIM in `<out>/`.
 """
@@ -20,17 +23,22 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _shared import (  # noqa: E402
-    LossLog,
-    endless_batches,
-    parse_config,
-    plot_metrics,
-    resume,
-    save_checkpoint,
-    start_run,
-    video_loader,
+from ea_dit.training import MetricsLog, plot_metrics, resume, save_checkpoint, write_run_config
+from ea_dit.training.distributed import (
+    all_gather_objects,
+    all_reduce_gradients,
+    all_reduce_mean,
+    barrier,
+    close_distributed,
+    randn_per_sample,
+    sample_generators,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _shared import endless_batches, parse_config, start_run, video_loader  # noqa: E402
+
+MAY_CHANGE = frozenset({"steps", "log_every", "save_every", "device", "num_workers", "tensorboard", "parallel",
+                        "batch_size"})
 
 
 @dataclass
@@ -51,13 +59,16 @@ class TrainVAEConfig:
     kl_weight: float = 1e-6
     disc_start: int = 50001
     perceptual_weights: str | None = None  # LPIPS weight file(s), comma separated
-    decoder_only: bool = False
+    stage: str = "full"  # full | decoder (encoder frozen)
+    slicing: str = "none"  # none | streaming | shared: decode in latent slices while training
+    parallel: str = "ddp"  # under torchrun: gradients averaged over processes
     grad_clip: float = 1.0
     device: str = "auto"
     num_workers: int = 0
     seed: int = 0
     log_every: int = 5
     save_every: int = 50
+    tensorboard: bool = True
 
 
 def parse_args(argv=None) -> TrainVAEConfig:
@@ -65,7 +76,12 @@ def parse_args(argv=None) -> TrainVAEConfig:
              "disc_start": "step at which the discriminators switch on (default 50001, as the reference)",
              "perceptual_weights": "LPIPS VGG16 trunk and heads, local file(s) comma separated; "
                                    "without it the perceptual term is off"}
-    return parse_config(TrainVAEConfig, argv, "uv run apps/train_vae", __doc__, helps, {"model": ("tiny", "base")})
+    helps["stage"] = "full: encoder and decoder; decoder: the encoder frozen (fine-tune the decoder)"
+    helps["slicing"] = "decode in one-latent slices while training (shared: the paper's feature sharing)"
+    helps["parallel"] = "ddp only: the VAE fits on one device (FSDP is for the DiT)"
+    return parse_config(TrainVAEConfig, argv, "uv run apps/train_vae", __doc__, helps,
+                        {"model": ("tiny", "base"), "stage": ("full", "decoder"),
+                         "slicing": ("none", "streaming", "shared"), "parallel": ("ddp",)})
 
 
 def train(cfg: TrainVAEConfig) -> Path:
@@ -75,7 +91,8 @@ def train(cfg: TrainVAEConfig) -> Path:
     from ea_vae.losses import VAELoss, VAELossConfig, last_decoder_weight
     from ea_vae.metrics import psnr, ssim
 
-    device, out = start_run(cfg)
+    ctx, out = start_run(cfg, MAY_CHANGE)
+    device, main = ctx.device, ctx.is_main
     if cfg.vae:
         vae = SliceVAE.from_pretrained(cfg.vae)
     else:
@@ -83,8 +100,10 @@ def train(cfg: TrainVAEConfig) -> Path:
         overrides = {"block_out_channels": tuple(int(c) for c in cfg.channels.split(","))} if cfg.channels else {}
         vae = SliceVAE(preset(latent_channels=cfg.latent_channels, **overrides))
     vae = vae.to(device).train()
+    if cfg.slicing != "none":
+        vae.enable_slicing(scheme=cfg.slicing)
     weights = tuple(cfg.perceptual_weights.split(",")) if cfg.perceptual_weights else None
-    if weights is None:
+    if weights is None and main:
         print("train_vae: no --perceptual-weights given: the perceptual (LPIPS) term is off")
     loss_cfg = VAELossConfig(kl_weight=cfg.kl_weight, disc_start=cfg.disc_start, perceptual_weights=weights,
                              perceptual_weight=1.0 if weights else 0.0,
@@ -92,56 +111,79 @@ def train(cfg: TrainVAEConfig) -> Path:
                              disc_2d_channels=16 if cfg.model == "tiny" else 64,
                              disc_3d_channels=(16, 32, 32) if cfg.model == "tiny" else (64, 128, 256))
     loss_fn = VAELoss(loss_cfg).to(device)
-    if cfg.decoder_only:
+    if cfg.stage == "decoder":
         vae.encoder.requires_grad_(False)
     g_params = [q for q in vae.parameters() if q.requires_grad] + loss_fn.generator_parameters()
     opt_g = torch.optim.Adam(g_params, lr=cfg.lr, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(loss_fn.discriminator_parameters(), lr=cfg.lr, betas=(0.5, 0.9))
     loader = video_loader(cfg.data, batch_size=cfg.batch_size, frames=cfg.frames, stride=cfg.frame_stride,
-                          size=cfg.size, image_video_ratio=cfg.image_video_ratio, seed=cfg.seed, num_workers=cfg.num_workers)
+                          size=cfg.size, image_video_ratio=cfg.image_video_ratio, seed=cfg.seed,
+                          num_workers=cfg.num_workers, rank=ctx.rank, world_size=ctx.world_size)
 
     ckpt_dir = out / "checkpoints"
     modules = {"vae": vae, "loss": loss_fn}
     optimizers = {"opt_g": opt_g, "opt_d": opt_d}
-    step = resume(ckpt_dir, modules, optimizers, loader)
-    log = LossLog(out / "metrics.jsonl", resume_step=step)
-    bar = tqdm(total=cfg.steps, initial=step, desc="train_vae", unit="step")
+    state = resume(ckpt_dir, modules, optimizers)
+    step = state["step"] if state else 0
+    if state:
+        loaders = state["loaders"]
+        if len(loaders) == ctx.world_size:
+            loader.load_state_dict(loaders[ctx.rank])
+        else:  # the data position is per process: continue with the next epoch
+            loader.set_epoch(loaders[0]["epoch"] + 1)
+    # Resume has decided: from here on the run folder may be written.
+    if main:
+        write_run_config(out, asdict(cfg))
+    log = MetricsLog(out / "metrics.jsonl", resume_step=step, tensorboard=cfg.tensorboard, enabled=main)
+    bar = tqdm(total=cfg.steps, initial=step, desc="train_vae", unit="step", disable=not main,
+               mininterval=1 if sys.stderr.isatty() else 30)
+    x = None
     for batch in endless_batches(loader) if step < cfg.steps else ():
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # per step: resume-exact
         x = batch["pixel_values"].to(device)
+        gens = sample_generators(cfg.seed, step, ctx.rank * 65_536, x.shape[0])  # rank-independent noise
         posterior = vae.encode(x)
-        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=g).to(device)
+        z = posterior.mean + posterior.std * randn_per_sample(posterior.mean.shape[1:], gens, device)
         x_hat = vae.decode(z)
         loss, logs = loss_fn.generator_loss(x, x_hat, posterior, step, last_decoder_weight(vae))
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
+        all_reduce_gradients(g_params)
         torch.nn.utils.clip_grad_norm_(g_params, cfg.grad_clip)
         opt_g.step()
         if step >= cfg.disc_start:
             d_loss, d_logs = loss_fn.discriminator_loss(x, x_hat.detach(), step)
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
+            all_reduce_gradients(loss_fn.discriminator_parameters())
             opt_d.step()
             logs.update(d_logs)
         step += 1
         bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.steps:
             with torch.no_grad():
-                metrics = {"psnr": psnr(x_hat.clamp(-1, 1), x).mean().item()}
-            log.write(step, **metrics, **{k: v.item() for k, v in logs.items() if v.numel() == 1})
-            bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{metrics['psnr']:.2f}")
+                logs["psnr"] = psnr(x_hat.clamp(-1, 1), x).mean()
+            scalars = {k: v.detach().float().reshape(()) for k, v in logs.items() if v.numel() == 1}
+            mean = all_reduce_mean(torch.stack(list(scalars.values())))
+            log.write(step, **dict(zip(scalars, mean.tolist())))
+            bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{scalars['psnr'].item():.2f}")
         if step % cfg.save_every == 0 or step == cfg.steps:
             save_checkpoint(ckpt_dir, step, modules, optimizers,
-                            {"loader": loader.state_dict(), "config": asdict(cfg)})
+                            {"loaders": all_gather_objects(loader.state_dict()), "world_size": ctx.world_size,
+                             "config": asdict(cfg)})
         if step >= cfg.steps:
             break
     bar.close()
     log.close()
-    final = vae.save_pretrained(out / "final")
-    plot_metrics(out / "metrics.jsonl", out / "loss.png")
-    report = reconstruct_samples(vae.eval(), x[:2].detach(), out / "samples", psnr, ssim)
-    print(f"saved {final}; reconstructions in {out / 'samples'}: " + json.dumps(report))
-    return Path(final)
+    final = out / "final"
+    if main:
+        vae.save_pretrained(final)
+        plot_metrics(out / "metrics.jsonl", out / "loss.png")
+        if x is None:  # resumed after the last step: reconstruct a batch for the report
+            x = next(iter(endless_batches(loader)))["pixel_values"].to(device)
+        report = reconstruct_samples(vae.eval(), x[:2].detach(), out / "samples", psnr, ssim)
+        print(f"saved {final}; reconstructions in {out / 'samples'}: " + json.dumps(report))
+    barrier()
+    return final
 
 
 @torch.no_grad()
@@ -167,7 +209,13 @@ def main(argv=None) -> int:
         print(f"error: --data {cfg.data} does not exist (run `uv run apps/demo` to build the demo shards)",
               file=sys.stderr)
         return 2
-    train(cfg)
+    try:
+        train(cfg)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        close_distributed()
     return 0
 
 

@@ -8,45 +8,6 @@ from safetensors.torch import load_file
 
 from .conftest import load_app
 
-shared = load_app("_shared")
-
-
-def test_checkpoint_round_trip_and_pruning(tmp_path):
-    model = torch.nn.Linear(3, 2)
-    opt = torch.optim.Adam(model.parameters(), lr=0.1)
-    model(torch.randn(4, 3)).sum().backward()
-    opt.step()
-    for step in (1, 2, 3):
-        shared.save_checkpoint(tmp_path, step, {"m": model}, {"o": opt}, {"note": "x"}, keep=2)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-0000002", "step-0000003"]
-    assert shared.latest_checkpoint(tmp_path).name == "step-0000003"
-    fresh = torch.nn.Linear(3, 2)
-    fresh_opt = torch.optim.Adam(fresh.parameters(), lr=0.1)
-    state = shared.load_checkpoint(tmp_path / "step-0000003", {"m": fresh}, {"o": fresh_opt})
-    assert state == {"note": "x", "step": 3}
-    torch.testing.assert_close(fresh.weight, model.weight, rtol=0, atol=0)
-    torch.testing.assert_close(fresh_opt.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
-    # An interrupted save (only a temp folder) is never taken for a checkpoint.
-    (tmp_path / ".tmp-step-0000009-1").mkdir()
-    (tmp_path / "step-0000010").mkdir()
-    assert shared.latest_checkpoint(tmp_path).name == "step-0000003"
-
-
-def test_loss_log_truncates_on_resume(tmp_path):
-    log = shared.LossLog(tmp_path / "m.jsonl")
-    for step in range(1, 6):
-        log.write(step, loss=1.0 / step)
-    log.close()
-    with open(tmp_path / "m.jsonl", "a") as f:
-        f.write('{"step": 6, "lo')  # cut off by a kill
-    log = shared.LossLog(tmp_path / "m.jsonl", resume_step=3)
-    log.write(4, loss=9.0)
-    log.close()
-    rows = shared.read_metrics(tmp_path / "m.jsonl")
-    assert [r["step"] for r in rows] == [1, 2, 3, 4] and rows[-1]["loss"] == 9.0
-    png = shared.plot_metrics(tmp_path / "m.jsonl", tmp_path / "m.png")
-    assert png.stat().st_size > 1000
-
 
 @pytest.mark.slow
 def test_train_dit_resume_equals_uninterrupted(tmp_path, tiny_shards, tiny_models):
@@ -71,30 +32,64 @@ def test_train_dit_resume_equals_uninterrupted(tmp_path, tiny_shards, tiny_model
     assert [r["loss"] for r in rows] == ref
 
 
-@pytest.mark.slow
-def test_generate_app_writes_videos(tmp_path, tiny_models):
+def _generate_run(root, tiny_models):
+    """A run folder in the trainers' layout: dit/final, vae/final, text_encoder, dit/config.json."""
     from ea_dit import VideoDiT, VideoDiTConfig
 
     torch.manual_seed(0)
-    VideoDiT(VideoDiTConfig.tiny(caption_channels=32)).save_pretrained(tmp_path / "dit")
-    app = load_app("generate")
-    args = ["--dit", str(tmp_path / "dit"), "--vae", str(tiny_models["vae"]), "--text-encoder",
-            str(tiny_models["text_encoder"]), "--prompt", "a red ball", "--prompt", "a blue cube",
-            "--frames", "5", "--height", "32", "--width", "64", "--steps", "3", "--out", str(tmp_path / "out")]
-    assert app.main(args) == 0
+    VideoDiT(VideoDiTConfig.tiny(caption_channels=32)).save_pretrained(root / "dit" / "final")
+    (root / "dit" / "config.json").write_text(json.dumps({"frames": 5, "size": 32}))
+    (root / "vae").mkdir()
+    (root / "vae" / "final").symlink_to(tiny_models["vae"])
+    (root / "text_encoder").symlink_to(tiny_models["text_encoder"])
+    return root
+
+
+@pytest.mark.slow
+def test_generate_app_run_folder_seeds_and_no_overwrite(tmp_path, tiny_models, capsys):
     from ea_vae.video_io import read_video
 
-    mp4s = sorted((tmp_path / "out").glob("*.mp4"))
-    assert [p.name for p in mp4s] == ["00-a_red_ball.mp4", "01-a_blue_cube.mp4"]
-    assert read_video(mp4s[0])[0].shape == (5, 32, 64, 3)
-    assert len(list((tmp_path / "out").glob("*.gif"))) == 2
-    # Same seed -> same video; the DiT output depends on the prompt.
-    assert app.main(args[:-1] + [str(tmp_path / "again")]) == 0
-    a, b = read_video(mp4s[0])[0], read_video(tmp_path / "again" / mp4s[0].name)[0]
-    assert (a == b).all()
-    bad = [*args[:-1], str(tmp_path / "bad")]
-    bad[bad.index("--frames") + 1] = "6"
-    assert app.main(bad) == 2
+    run, out = _generate_run(tmp_path / "run", tiny_models), tmp_path / "out"
+    app = load_app("generate")
+    args = ["--run", str(run), "--prompt", "a red ball", "--prompt", "a blue cube", "--steps", "3", "--out", str(out)]
+    assert app.main(args) == 0
+    # stderr is not a terminal here: the bar shows its first and last state, not one line per step.
+    assert capsys.readouterr().err.count("sampling:") <= 2
+    mp4s = sorted(out.glob("*.mp4"))
+    assert [p.name for p in mp4s] == ["00-seed0-a_red_ball.mp4", "01-seed1-a_blue_cube.mp4"]
+    assert read_video(mp4s[0])[0].shape == (5, 32, 32, 3)  # frames and size from the run folder
+    assert len(list(out.glob("*.gif"))) == 2
+    # Never overwritten silently: refused, files untouched; --overwrite replaces (same seed: same video).
+    before = [p.read_bytes() for p in mp4s]
+    assert app.main(args) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert app.main([*args, "--overwrite"]) == 0
+    assert [p.read_bytes() for p in mp4s] == before
+    # Another seed goes beside the old files; video i of a call reproduces alone with its own seed.
+    assert app.main([*args[:2], "--prompt", "a blue cube", *args[6:], "--seed", "1", "--cfg", "4.5"]) == 0
+    assert (read_video(out / "00-seed1-a_blue_cube.mp4")[0] == read_video(mp4s[1])[0]).all()
+    rows = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+    assert [r["seed"] for r in rows] == [0, 1, 0, 1, 1] and rows[0]["prompt"] == "a red ball"
+    # Sizes the models cannot make are moved to the nearest possible ones, said on stderr and recorded.
+    assert app.main([*args[:2], "--prompt", "x", "--steps", "2", "--out", str(tmp_path / "o2"), "--frames", "10",
+                     "--height", "33", "--width", "70", "--fps", "5", "--sampler", "euler"]) == 0
+    err = capsys.readouterr().err
+    assert "frames 10 is not 1 + 4k; using 9" in err and "height 33" in err and "width 70" in err
+    row = json.loads((tmp_path / "o2" / "samples.jsonl").read_text())
+    assert (row["frames"], row["height"], row["width"], row["fps"], row["sampler"]) == (9, 32, 64, 5.0, "euler")
+    assert read_video(tmp_path / "o2" / "00-seed0-x.mp4")[0].shape == (9, 32, 64, 3)
+
+
+@pytest.mark.parametrize("flag, value", [("--frames", "-3"), ("--frames", "0"), ("--height", "-32"),
+                                         ("--height", "0"), ("--width", "1.5"), ("--fps", "0"), ("--fps", "nan"),
+                                         ("--steps", "0"), ("--guidance-scale", "-1"), ("--cfg", "inf"),
+                                         ("--seed", "-1")])
+def test_generate_app_rejects_bad_numbers(flag, value, capsys):
+    app = load_app("generate")
+    with pytest.raises(SystemExit) as e:
+        app.main(["--run", "nowhere", "--prompt", "p", flag, value])
+    assert e.value.code == 2
+    assert f"argument {flag.replace('--cfg', '--guidance-scale/--cfg')}" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -132,7 +127,7 @@ def test_train_dit_motion_only_changes_only_motion_modules(tmp_path, tiny_shards
     pretrained.save_pretrained(tmp_path / "init")
     app = load_app("train_dit")
     cfg = app.parse_args(["--data", str(tiny_shards), "--vae", str(tiny_models["vae"]), "--text-encoder",
-                          str(tiny_models["text_encoder"]), "--dit", str(tmp_path / "init"), "--train", "motion",
+                          str(tiny_models["text_encoder"]), "--dit", str(tmp_path / "init"), "--stage", "motion",
                           "--out", str(tmp_path / "run"), "--steps", "2", "--size", "64", "--frames", "5",
                           "--sample-steps", "0", "--ema-decay", "0"])
     final = load_file(app.train(cfg) / "model.safetensors")
@@ -140,6 +135,7 @@ def test_train_dit_motion_only_changes_only_motion_modules(tmp_path, tiny_shards
     changed = {k for k in init if not torch.equal(init[k], final[k])}
     # A fresh DiT has a zero output layer, so motion-only training must start from a trained one.
     with pytest.raises(SystemExit):
-        app.parse_args(["--train", "motion"])
-    assert changed and all("motion_module" in k for k in changed), sorted(changed)
+        app.parse_args(["--stage", "motion"])
+    # the motion stage trains the motion modules and the (new) U-ViT skips, nothing else
+    assert changed and all("motion_module" in k or k.startswith("long_skips.") for k in changed), sorted(changed)
     assert any("motion_module" in k and "proj_out" in k for k in changed), sorted(changed)

@@ -311,3 +311,24 @@ def test_config_validation(data):
         LoaderConfig(bucket_by="size")
     with pytest.raises(FileNotFoundError, match="missing.tar"):
         make_dataloader([str(data["root"] / "missing.tar")], cfg())
+
+
+def test_batches_come_in_the_vae_layout_and_encode_without_a_copy(data):
+    """Loader batches are frames-first channels-last in memory; the VAE takes them as a view, same result."""
+    from ea_vae import SliceVAE, SliceVAEConfig
+    from ea_vae.layout import to_frames
+
+    batches = [b for b in make_dataloader(data["shards"], cfg(shuffle=False)) if b["type"] == "video"]
+    for b in batches:
+        assert b["pixel_values"].is_contiguous(memory_format=torch.channels_last_3d)
+    x = batches[0]["pixel_values"]
+    frames = to_frames(x)
+    assert frames.data_ptr() == x.data_ptr() and frames.untyped_storage().nbytes() == x.numel() * 4  # a view
+    plain = x.contiguous()  # the old (B, 3, F, H, W)-contiguous batch: to_frames must copy it
+    assert to_frames(plain).data_ptr() != plain.data_ptr()
+    torch.testing.assert_close(to_frames(plain), frames, atol=0, rtol=0)
+    before = x.clone()
+    vae = SliceVAE(SliceVAEConfig.tiny()).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(vae.encode(x).mean, vae.encode(plain).mean, atol=0, rtol=0)
+    assert torch.equal(x, before)  # the encoder never writes into the batch it was given

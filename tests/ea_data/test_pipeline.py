@@ -10,9 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from ea_data.filters import FilterConfig
-from ea_data.manifest import RECORD_FIELDS, read_jsonl
-from ea_data.pipeline import (
+from ea_data.curation import (
     PipelineConfig,
     ScoreConfig,
     SplitConfig,
@@ -22,6 +20,8 @@ from ea_data.pipeline import (
     run,
     select_part,
 )
+from ea_data.filters import FilterConfig
+from ea_data.manifest import RECORD_FIELDS, read_jsonl
 from ea_data.shards import ShardConfig
 from ea_data.synthetic import SceneSpec, make_dataset, make_video
 

@@ -3,9 +3,9 @@
 import pytest
 
 from ea_data.cli import main
+from ea_data.curation import PipelineConfig, ScoreConfig
+from ea_data.curation import run as run_local
 from ea_data.manifest import read_jsonl
-from ea_data.pipeline import PipelineConfig, ScoreConfig
-from ea_data.pipeline import run as run_local
 from ea_data.shards import ShardConfig
 from ea_data.synthetic import make_dataset
 

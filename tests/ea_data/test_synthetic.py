@@ -137,3 +137,85 @@ def test_dataset_metadata(tmp_path):
         assert all(3.4 <= d <= 6.1 for d in durations)
     again = make_dataset(tmp_path / "again", num_videos=2, num_images=2, seed=1)
     assert [r["caption"] for r in again] == [r["caption"] for r in records]
+
+
+# ------------------------------------------------------------------------------------------ demo world
+
+
+def test_demo_caption_and_vocabulary():
+    from ea_data.synthetic import COLOR_NAMES, DIRECTIONS, SHAPES, demo_caption
+
+    assert DIRECTIONS == ("left", "right", "up", "down")
+    assert demo_caption("red", "circle", "left") == "a red circle moves left"
+    captions = {demo_caption(c, s, d) for c in COLOR_NAMES for s in SHAPES for d in DIRECTIONS}
+    assert len(captions) == len(COLOR_NAMES) * len(SHAPES) * len(DIRECTIONS)  # one word apart, all distinct
+    for bad in [("magenta", "circle", "left"), ("red", "blob", "left"), ("red", "circle", "north")]:
+        with pytest.raises(ValueError, match="unknown"):
+            demo_caption(*bad)
+
+
+def test_held_out_covers_every_colour_and_direction():
+    from ea_data.synthetic import COLOR_NAMES, DIRECTIONS, HELD_OUT, SHAPES, demo_triples
+
+    assert len(HELD_OUT) >= 16 and len(set(HELD_OUT)) == len(HELD_OUT)
+    assert {c for c, _, _ in HELD_OUT} == set(COLOR_NAMES)
+    assert {d for _, _, d in HELD_OUT} == set(DIRECTIONS)
+    assert all(s in SHAPES for _, s, _ in HELD_OUT)
+    train = demo_triples()
+    assert not set(train) & set(HELD_OUT)
+    assert len(train) + len(HELD_OUT) == len(COLOR_NAMES) * len(SHAPES) * len(DIRECTIONS)
+    # Every pair of a held-out triple is seen in training with another third word (composition is possible).
+    for c, s, d in HELD_OUT:
+        assert any(t[0] == c and t[2] == d for t in train)
+        assert any(t[1] == s and t[2] == d for t in train)
+        assert any(t[0] == c and t[1] == s for t in train)
+
+
+def test_demo_background_never_contains_an_object_colour():
+    from ea_data.synthetic import COLOR_NAMES, demo_scene, render_scene
+
+    palette = np.array(list(COLOR_NAMES.values()), np.float32)
+    rng = np.random.default_rng(0)
+    for kind in ("moving", "fast"):
+        spec = demo_scene("red", "circle", "up", 6, rng, 64, kind=kind)
+        spec.shapes = []
+        frames, _ = render_scene(spec, 64, 64)
+        d = np.linalg.norm(frames.reshape(-1, 1, 3).astype(np.float32) - palette, axis=-1)
+        assert d.min() > 90  # the evaluator's colour tolerance is 60
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory):
+    from ea_data.synthetic import make_demo_dataset
+
+    out = tmp_path_factory.mktemp("demo")
+    return out, make_demo_dataset(out, num_videos=6, num_images=3, size=64)
+
+
+def test_demo_dataset_truth_and_held_out(demo_data):
+    from ea_data.clip_eval import evaluate_clip
+    from ea_data.synthetic import HELD_OUT, demo_caption
+
+    out, records = demo_data
+    held = {demo_caption(*t) for t in HELD_OUT}
+    videos = [r for r in records if r["type"] == "video"]
+    assert len(videos) == 6 and sum(r["type"] == "image" for r in records) == 3
+    kinds = set()
+    for rec in videos:
+        frames, fps = read_video(out / rec["file"])
+        assert frames.shape[0] == rec["num_frames"] and fps == 8
+        for scene in rec["scenes"]:
+            (shape,) = scene["shapes"]
+            assert not any(h in scene["caption"] for h in held)
+            clip = frames[scene["start_frame"]:scene["end_frame"]].transpose(3, 0, 1, 2) / 127.5 - 1
+            m = evaluate_clip(clip, shape["color"])
+            assert m["frames_with_color"] == clip.shape[1]  # the object stays inside the frame
+            if scene["static"]:
+                kinds.add("static")
+                assert m["direction"] is None and scene["caption"].endswith("rests")
+                continue
+            # The caption's direction is the measured one, and the object crosses >= 1/10 of the frame.
+            assert scene["caption"].split(" moves ")[1].split()[0] == m["direction"]
+            assert m["travel"] >= 0.1
+            kinds.add("fast" if scene["camera_speed"] > 0 else "text" if scene["text_area"] > 0 else "moving")
+    assert {"static", "moving"} <= kinds

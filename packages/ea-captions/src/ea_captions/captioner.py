@@ -19,6 +19,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from ea_vae.files import POSITIVE, check_fields
+
 
 @dataclass
 class Clip:
@@ -98,6 +100,7 @@ class GenerationSettings:
     num_beams: int = 1
 
     def __post_init__(self):
+        check_fields(self, {"max_new_tokens": POSITIVE, "num_beams": POSITIVE})
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.num_beams < 1:

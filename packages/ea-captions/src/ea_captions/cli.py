@@ -20,6 +20,14 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
+
+from ea_captions.captioner import GenerationSettings
+from ea_captions.metadata import MetadataCaptioner
+from ea_captions.postprocess import PostprocessConfig
+from ea_captions.run import caption_manifest, caption_shards, expand_shards
+from ea_captions.sampling import FrameSampling
+
 EPILOG = __doc__.split("\n\n", 1)[1]
 
 
@@ -80,17 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def make_captioner(args: argparse.Namespace):
     """The captioner the arguments ask for (loads the model)."""
-    from ea_captions.captioner import GenerationSettings
-
     if args.backend == "metadata":
         if not args.metadata:
             raise SystemExit("ea-captions: --backend metadata needs --metadata PATH")
-        from ea_captions.metadata import MetadataCaptioner
-
         return MetadataCaptioner(args.metadata)
     if not args.model:
         raise SystemExit(f"ea-captions: --backend {args.backend} needs --model PATH_OR_ID")
-    from ea_captions.vlm import VLMCaptioner
+    from ea_captions.vlm import VLMCaptioner  # torch + the transformers backend: only when asked for
 
     gen = GenerationSettings(max_new_tokens=args.max_new_tokens, do_sample=args.sample,
                              temperature=args.temperature, top_p=args.top_p,
@@ -102,10 +106,6 @@ def make_captioner(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from ea_captions.postprocess import PostprocessConfig
-    from ea_captions.run import caption_manifest, caption_shards, expand_shards
-    from ea_captions.sampling import FrameSampling
-
     try:
         sampling = FrameSampling(num_frames=args.num_frames, fps=args.fps, max_frames=args.max_frames)
         post = PostprocessConfig(min_words=args.min_words, max_words=args.max_words,
@@ -121,8 +121,6 @@ def main(argv: list[str] | None = None) -> int:
             if not Path(args.inputs[0]).is_file():
                 raise FileNotFoundError(f"{args.inputs[0]}: manifest file does not exist")
         if args.sample:
-            import torch
-
             torch.manual_seed(args.seed)
         captioner = make_captioner(args)
         common = dict(sampling=sampling, batch_size=args.batch_size, postprocess=post, overwrite=args.overwrite,

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ea_captions.captioner import CaptionResult, Clip
+from ea_data.manifest import read_jsonl
 
 
 def best_scene(scenes: Sequence[dict], start_time: float, end_time: float) -> dict | None:
@@ -43,8 +44,6 @@ class MetadataCaptioner:
     needs_frames = False
 
     def __init__(self, metadata_path: str | os.PathLike):
-        from ea_data.manifest import read_jsonl
-
         self.path = Path(metadata_path)
         self.name = f"metadata:{self.path}"
         root = self.path.parent.resolve()

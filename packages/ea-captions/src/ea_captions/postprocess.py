@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ea_vae.files import FRACTION, NON_NEGATIVE, POSITIVE, check_fields
+
 #: Openings that say "this is a video/image" and nothing else; matched case-insensitively at the start.
 BOILERPLATE_PATTERNS = (
     r"(?:in|throughout) (?:this|the) (?:short |brief )?(?:video|clip|footage|image|picture|scene)(?: clip)?,?",
@@ -57,6 +59,12 @@ class PostprocessConfig:
     max_word_fraction: float = 0.3
     reject_truncated: bool = True
     salvage_truncated: bool = True
+
+    def __post_init__(self):
+        check_fields(self, {"min_words": NON_NEGATIVE, "max_words": POSITIVE, "max_ngram": POSITIVE,
+                            "max_repeats": POSITIVE, "max_word_fraction": FRACTION})
+        if self.min_words > self.max_words:
+            raise ValueError(f"PostprocessConfig: min_words {self.min_words} is above max_words {self.max_words}")
 
 
 @dataclass

@@ -7,7 +7,7 @@ tar shards. Both
 - keep captions that are already there (unless `overwrite`), so a finished data set is never redone;
 - append each finished caption to an append-only work log (fsynced), so a killed run continues where
   it stopped when started again; the log is removed once the output is complete;
-- write outputs atomically (a temp file in the same folder, then `os.replace`);
+- write outputs atomically (:mod:`ea_data.atomic`: a temp file in the same folder, then `os.replace`);
 - record per-clip problems without stopping: an unreadable clip or a rejected caption leaves
   `caption` empty and sets `caption_error` (``"unreadable: ..."``, ``"repetition: ..."``, ...);
 - set `caption_model` to the captioner's name on every clip they caption.
@@ -18,6 +18,8 @@ Decoding of the next batch overlaps generation of the current one (one backgroun
 from __future__ import annotations
 
 import io
+import json
+import logging
 import os
 import tarfile
 import tempfile
@@ -30,14 +32,21 @@ from pathlib import Path
 
 from ea_captions.captioner import Captioner, CaptionResult, Clip
 from ea_captions.postprocess import PostprocessConfig, clean_caption
-from ea_captions.sampling import IMAGE_EXTENSIONS, FrameSampling, load_clip, read_image
+from ea_captions.sampling import FrameSampling, load_clip
+from ea_data.atomic import atomic_open
+from ea_data.manifest import append_jsonl, read_jsonl, write_jsonl
+from ea_data.progress import progress_bar
+from ea_vae.media import ext_kind, media_member, read_image, split_sample_name
 
 CAPTION_FIELDS = ("caption", "caption_error", "caption_model")
 
 
+logger = logging.getLogger(__name__)
+
 @dataclass
 class RunSummary:
-    """What a run did. `errors` counts clips by error tag (the part of `caption_error` before ':')."""
+    """What a run did. `errors` counts clips by error tag (the part of `caption_error` before ':');
+    `skipped` names the shard samples left as they were because their json member is unreadable."""
 
     total: int = 0
     already_captioned: int = 0
@@ -46,6 +55,7 @@ class RunSummary:
     errors: Counter = field(default_factory=Counter)
     seconds: float = 0.0
     outputs: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
     def format(self) -> str:
         failed = sum(self.errors.values())
@@ -54,6 +64,8 @@ class RunSummary:
                  f"captioned now: {self.captioned}, failed: {failed}, time: {self.seconds:.1f} s"
                  + (f" ({(self.captioned + failed) / self.seconds:.2f} clips/s)" if self.seconds > 0 else "")]
         lines += [f"  {tag}: {n}" for tag, n in self.errors.most_common()]
+        lines += [f"  skipped {s}" for s in self.skipped[:20]]
+        lines += [f"  ... and {len(self.skipped) - 20} more skipped"] if len(self.skipped) > 20 else []
         lines += [f"wrote {p}" for p in self.outputs]
         return "\n".join(lines)
 
@@ -105,8 +117,6 @@ def _caption_batch(jobs: Sequence[Job], clips: Sequence[Clip | str], captioner: 
 def _run_jobs(jobs: Sequence[Job], captioner: Captioner, batch_size: int, post: PostprocessConfig,
               progress: bool, desc: str) -> Iterator[tuple[list[Job], list[dict]]]:
     """Yield `(batch_jobs, batch_fields)`; loading of batch k+1 runs while batch k is captioned."""
-    from tqdm.auto import tqdm
-
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     needs_frames = getattr(captioner, "needs_frames", True)
@@ -122,7 +132,7 @@ def _run_jobs(jobs: Sequence[Job], captioner: Captioner, batch_size: int, post: 
 
     batches = [list(jobs[i:i + batch_size]) for i in range(0, len(jobs), batch_size)]
     state = {"any_ok": False}
-    with ThreadPoolExecutor(max_workers=1) as pool, tqdm(total=len(jobs), desc=desc, unit="clip",
+    with ThreadPoolExecutor(max_workers=1) as pool, progress_bar(total=len(jobs), desc=desc, unit="clip",
                                                           disable=not progress) as bar:
         future = pool.submit(load, batches[0]) if batches else None
         for k, batch in enumerate(batches):
@@ -156,8 +166,6 @@ def caption_manifest(manifest: str | os.PathLike, captioner: Captioner, output: 
     ``"kept"`` are copied unchanged. The work log (default ``<output>.caption-log.jsonl``) makes the run
     resumable; the manifest is also rewritten every `save_every` batches (0: only at the end).
     """
-    from ea_data.manifest import append_jsonl, read_jsonl, write_jsonl
-
     t0 = time.perf_counter()
     manifest = Path(manifest)
     output = Path(output) if output is not None else manifest
@@ -221,16 +229,6 @@ def caption_manifest(manifest: str | os.PathLike, captioner: Captioner, output: 
 
 # ---------------------------------------------------------------------------------------- shards
 
-VIDEO_EXTENSIONS = ("mp4", "webm", "mkv", "avi", "mov")
-
-
-def _split_member(name: str) -> tuple[str, str]:
-    """WebDataset naming: the key is the path up to the first dot of the file name, the rest the extension."""
-    folder, _, base = name.rpartition("/")
-    stem, _, ext = base.partition(".")
-    return (f"{folder}/{stem}" if folder else stem), ext.lower()
-
-
 def _read_shard(path: Path) -> tuple[list[tuple[tarfile.TarInfo, bytes]], dict[str, dict[str, int]]]:
     """All members of a tar shard (in order) and, per sample key, the member index of each extension."""
     try:
@@ -241,29 +239,20 @@ def _read_shard(path: Path) -> tuple[list[tuple[tarfile.TarInfo, bytes]], dict[s
     samples: dict[str, dict[str, int]] = {}
     for i, (m, _) in enumerate(members):
         if m.isfile():
-            key, ext = _split_member(m.name)
+            key, ext = split_sample_name(m.name)
             samples.setdefault(key, {})[ext] = i
     return members, samples
 
 
 def _write_shard(path: Path, members: list[tuple[tarfile.TarInfo, bytes]]) -> None:
-    """Write a tar atomically: temp file in the same folder, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            with tarfile.open(fileobj=f, mode="w", format=tarfile.GNU_FORMAT) as tar:
-                for info, data in members:
-                    tar.addfile(info, io.BytesIO(data) if info.isfile() else None)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write a tar atomically (:func:`ea_data.atomic.atomic_open`)."""
+    with atomic_open(path, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if info.isfile() else None)
 
 
 def _shard_job(key: str, shard: Path, meta: dict, media_ext: str, media: bytes, sampling: FrameSampling) -> Job:
-    is_image = media_ext not in VIDEO_EXTENSIONS
+    is_image = ext_kind(media_ext) == "image"
     clip_id = key
 
     def load(needs_frames: bool) -> Clip:
@@ -272,7 +261,7 @@ def _shard_job(key: str, shard: Path, meta: dict, media_ext: str, media: bytes, 
         if not needs_frames:
             return Clip(clip_id, None, is_image=is_image, source=source, start_time=start, end_time=end)
         if is_image:
-            clip = Clip(clip_id, read_image(io.BytesIO(media))[None], is_image=True)
+            clip = Clip(clip_id, read_image(media, f"{shard}:{key}")[None], is_image=True)
         else:
             # PyAV wants a file; the clip is small (a shard sample), so a temp file is cheap.
             with tempfile.TemporaryDirectory(prefix="ea_captions_") as tmp:
@@ -298,10 +287,6 @@ def caption_shards(shards: Sequence[str | os.PathLike], captioner: Captioner,
     `output_dir` under the same name. The work log (default ``<output folder>/.caption-log.jsonl``)
     records finished samples and shards so an interrupted run continues.
     """
-    import json
-
-    from ea_data.manifest import append_jsonl, read_jsonl
-
     t0 = time.perf_counter()
     shards = [Path(s) for s in shards]
     if not shards:
@@ -334,12 +319,18 @@ def caption_shards(shards: Sequence[str | os.PathLike], captioner: Captioner,
             if "json" not in exts:
                 continue
             info, data = members[exts["json"]]
+            summary.total += 1
             try:
                 meta = json.loads(data)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise ValueError(f"{shard}: sample {key} has an invalid json member ({e})") from None
+                if not isinstance(meta, dict):
+                    raise ValueError(f"expected a JSON object, got a {type(meta).__name__}")
+            except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+                # Like the loader: skip the sample (its members are copied unchanged), record it, go on.
+                summary.errors["invalid_json"] += 1
+                summary.skipped.append(f"{shard}: sample {key}: invalid json member ({e})")
+                logger.warning("skipping %s", summary.skipped[-1])
+                continue
             metas[key] = meta
-            summary.total += 1
             if (shard_id, key) in logged:
                 meta.update(logged[(shard_id, key)])
                 summary.resumed += 1
@@ -347,8 +338,7 @@ def caption_shards(shards: Sequence[str | os.PathLike], captioner: Captioner,
             if not _needs_caption(meta, overwrite, retry_errors):
                 summary.already_captioned += 1
                 continue
-            media_ext = next((e for e in (*VIDEO_EXTENSIONS, *(x.lstrip(".") for x in IMAGE_EXTENSIONS))
-                              if e in exts), None)
+            media_ext = media_member(exts)
             if media_ext is None:
                 meta.update(caption="", caption_error=f"unreadable: sample {key} has no video or image member",
                             caption_model=captioner.name)
@@ -366,7 +356,7 @@ def caption_shards(shards: Sequence[str | os.PathLike], captioner: Captioner,
                     summary.captioned += 1
         new_members = []
         for info, data in members:
-            key, ext = _split_member(info.name)
+            key, ext = split_sample_name(info.name)
             if info.isfile() and ext == "json" and key in metas:
                 data = json.dumps(metas[key], sort_keys=True, ensure_ascii=False).encode("utf-8")
                 info = _copy_info(info, len(data))

@@ -3,7 +3,7 @@
 Two policies (:class:`FrameSampling`): `num_frames` uniformly spaced frames (the middle of `N` equal
 segments of the clip, so both ends are covered evenly), or a fixed rate `fps` (one frame every
 `1/fps` seconds, at most `max_frames`). :func:`load_clip` decodes a time range of a video with
-``ea_vae.video_io`` or reads an image, and returns a :class:`~ea_captions.captioner.Clip`.
+``ea_vae.video_io`` or reads an image (``ea_vae.media``), and returns a :class:`~ea_captions.captioner.Clip`.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from ea_captions.captioner import Clip
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+from ea_vae.files import POSITIVE, check_fields
+from ea_vae.media import media_kind, read_image
+from ea_vae.video_io import VideoReadError, iter_frames, video_info
 
 
 @dataclass
@@ -33,6 +33,7 @@ class FrameSampling:
     max_frames: int = 64
 
     def __post_init__(self):
+        check_fields(self, dict.fromkeys(("num_frames", "fps", "min_frames", "max_frames"), POSITIVE))
         if self.fps is not None:
             if self.fps <= 0:
                 raise ValueError(f"sampling fps must be > 0, got {self.fps}")
@@ -62,34 +63,16 @@ def sample_frame_indices(total: int, source_fps: float, sampling: FrameSampling)
     return np.floor((np.arange(n) + 0.5) * total / n).astype(np.int64)
 
 
-def is_image_path(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as `(H, W, 3)` uint8 RGB; errors name the file."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return np.array(im.convert("RGB"))
-    except FileNotFoundError:
-        raise OSError(f"{path}: image file does not exist") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise OSError(f"{path}: not a readable image ({e})") from None
-
-
 def load_clip(clip_id: str, path: str | os.PathLike, start_time: float = 0.0, end_time: float | None = None,
               sampling: FrameSampling | None = None, is_image: bool | None = None) -> Clip:
     """Decode the frames of `path` in `[start_time, end_time)` seconds and sample them.
 
     Images (by extension, or `is_image=True`) give a one-frame clip. Raises
-    ``ea_vae.video_io.VideoReadError`` / ``OSError`` naming the file when it cannot be read.
+    ``ea_vae.video_io.VideoReadError`` / ``ea_vae.media.ImageReadError`` (an ``OSError``) naming the
+    file when it cannot be read.
     """
-    from ea_vae.video_io import VideoReadError, iter_frames, video_info
-
     sampling = sampling or FrameSampling()
-    if is_image if is_image is not None else is_image_path(path):
+    if is_image if is_image is not None else media_kind(path) == "image":
         frame = read_image(path)
         return Clip(clip_id, frame[None], fps=1.0, is_image=True, source=str(path))
     info = video_info(path)

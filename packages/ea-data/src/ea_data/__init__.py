@@ -10,10 +10,10 @@ data: `python -m ea_data.synthetic OUT_DIR`.
 """
 
 from .buckets import BucketKey, aspect_ratio_buckets, nearest_bucket, token_batch_size, token_length_frames
+from .curation import PipelineConfig
 from .filters import FilterConfig, apply_filters
 from .loader import BucketDataLoader, BucketedVideoDataset, LoaderConfig, make_dataloader
 from .manifest import ClipRecord, append_jsonl, read_jsonl, write_jsonl
-from .pipeline import PipelineConfig
 from .scenes import Scene, detect_scenes, split_scene_clips
 from .scoring import build_scorers, score_clip, split_and_score
 from .shards import ShardConfig, write_shards

@@ -32,6 +32,8 @@ _GRID = (
 
 #: Default per-sample budget of token-length training: 49 frames at 512 x 512.
 DEFAULT_TOKEN_BUDGET = 49 * 512 * 512
+#: Default base sizes of token-length training (each sample gets the largest that does not upscale it).
+TOKEN_LENGTH_RESOLUTIONS = (256, 512, 768, 1024)
 
 
 class BucketKey(NamedTuple):

@@ -17,10 +17,28 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from ea_data.curation import (
+    InputError,
+    PipelineConfig,
+    ScoreConfig,
+    SplitConfig,
+    apply_filter_stage,
+    format_summary,
+    parse_part,
+    run,
+    score_stage,
+    shard_stage,
+    split_stage,
+    summarize,
+)
 from ea_data.filters import FilterConfig
 from ea_data.manifest import ManifestError, read_jsonl, sort_key, write_jsonl
+from ea_data.ray_runner import RayExecutor
+from ea_data.shards import ShardConfig
 
 EPILOG = """\
 Scores and units: motion_score = mean optical-flow magnitude between frames sampled at --sample-fps
@@ -148,9 +166,6 @@ def _add_shard(p: argparse.ArgumentParser, switch: bool = False) -> None:
 
 
 def _config(a: argparse.Namespace):
-    from ea_data.pipeline import PipelineConfig, ScoreConfig, SplitConfig, parse_part
-    from ea_data.shards import ShardConfig
-
     kw = {}
     if hasattr(a, "detector"):
         kw["split"] = SplitConfig(detector=a.detector, threshold=a.threshold, min_scene_len=a.min_scene_len,
@@ -183,22 +198,14 @@ def _filter_config(a: argparse.Namespace) -> FilterConfig:
         raise _Fail(str(e)) from None
 
 
-class _Executor:
+@contextmanager
+def _executor(a: argparse.Namespace) -> Iterator[RayExecutor | None]:
     """The executor `--runner` asks for (None = the pipeline's local pool of `--workers`)."""
-
-    def __init__(self, a: argparse.Namespace):
-        self.a, self.ex = a, None
-
-    def __enter__(self):
-        if getattr(self.a, "runner", "local") == "ray":
-            from ea_data.ray_runner import RayExecutor
-
-            self.ex = RayExecutor(address=self.a.ray_address)
-        return self.ex
-
-    def __exit__(self, *exc):
-        if self.ex is not None:
-            self.ex.close()
+    if getattr(a, "runner", "local") != "ray":
+        yield None
+        return
+    with RayExecutor(address=a.ray_address) as ex:
+        yield ex
 
 
 def _read_manifest(path: str) -> list[dict]:
@@ -218,11 +225,9 @@ def _input_dir(path: str) -> Path:
 
 
 def _cmd_run(a):
-    from ea_data.pipeline import format_summary, run
-
     _input_dir(a.input_dir)
     cfg = _config(a)
-    with _Executor(a) as ex:
+    with _executor(a) as ex:
         summary = run(a.input_dir, a.output_dir, cfg, executor=ex)
     print(format_summary(summary))
     print(f"manifest: {Path(a.output_dir) / 'manifest.jsonl'}" if cfg.num_shards == 1 else
@@ -231,7 +236,6 @@ def _cmd_run(a):
 
 def _write_manifest(path, records) -> None:
     """Write a stage's records and print its summary."""
-    from ea_data.pipeline import format_summary, summarize
 
     write_jsonl(path, records)
     print(format_summary(summarize(records)))
@@ -239,38 +243,30 @@ def _write_manifest(path, records) -> None:
 
 
 def _cmd_split(a):
-    from ea_data.pipeline import split_stage
-
     _input_dir(a.input_dir)
-    with _Executor(a) as ex:
+    with _executor(a) as ex:
         records = split_stage(a.input_dir, _config(a), executor=ex)
     _write_manifest(a.output, records)
 
 
 def _cmd_score(a):
-    from ea_data.pipeline import score_stage
-
     _input_dir(a.input_dir)
     records = _read_manifest(a.manifest)
-    with _Executor(a) as ex:
+    with _executor(a) as ex:
         out = score_stage(records, a.input_dir, _config(a), executor=ex)
     _write_manifest(a.output, out)
 
 
 def _cmd_filter(a):
-    from ea_data.pipeline import apply_filter_stage
-
     records = apply_filter_stage(_read_manifest(a.manifest), _filter_config(a), progress=not a.quiet)
     _write_manifest(a.output, records)
 
 
 def _cmd_shard(a):
-    from ea_data.pipeline import format_summary, shard_stage
-
     _input_dir(a.input_dir)
     records = _read_manifest(a.manifest)
     cfg = _config(a)
-    with _Executor(a) as ex:
+    with _executor(a) as ex:
         summary = shard_stage(records, a.input_dir, a.output_dir, cfg, executor=ex)
     print(format_summary(summary))
 
@@ -286,8 +282,6 @@ def _cmd_merge(a):
 
 
 def _cmd_summary(a):
-    from ea_data.pipeline import format_summary, summarize
-
     print(format_summary(summarize(_read_manifest(a.manifest))))
 
 
@@ -355,8 +349,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ea_data.pipeline import InputError
-
     parser = build_parser()
     a = parser.parse_args(argv)  # exits with 2 and a usage line on bad arguments
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -12,12 +12,13 @@ Reasons, checked in this order so the reported reason is deterministic: ``"text_
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-#: Reasons the filter stage can give; the split stage adds its own (see `ea_data.pipeline`).
+from ea_vae.files import FRACTION, check_fields
+
+#: Reasons the filter stage can give; the split stage adds its own (see `ea_data.curation`).
 FILTER_REASONS = ("text_area", "motion_low", "motion_high", "aesthetic_low")
 
 
@@ -37,12 +38,7 @@ class FilterConfig:
     min_aesthetic: float | None = 4.0
 
     def __post_init__(self):
-        for name in ("max_text_area", "min_motion", "max_motion", "min_aesthetic"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, int | float) or math.isnan(v)):
-                raise ValueError(f"FilterConfig.{name} must be a number or None, got {v!r}")
-        if self.max_text_area is not None and not 0.0 <= self.max_text_area <= 1.0:
-            raise ValueError(f"max_text_area is a fraction of the frame (0..1), got {self.max_text_area}")
+        check_fields(self, {"max_text_area": FRACTION})  # numbers or None; text area a fraction of the frame
         if self.min_motion is not None and self.max_motion is not None and self.min_motion > self.max_motion:
             raise ValueError(f"min_motion {self.min_motion} is above max_motion {self.max_motion}")
 

@@ -24,7 +24,6 @@ already consumed. Batches come out in the order of an uninterrupted epoch.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -37,13 +36,16 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import braceexpand
 import numpy as np
 import torch
 import torch.nn.functional as F
+import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ea_data.buckets import (
     DEFAULT_TOKEN_BUDGET,
+    TOKEN_LENGTH_RESOLUTIONS,
     BucketKey,
     aspect_ratio_buckets,
     nearest_bucket,
@@ -53,12 +55,11 @@ from ea_data.buckets import (
     token_batch_size,
     token_length_frames,
 )
+from ea_vae.files import NON_NEGATIVE, POSITIVE, check_fields
+from ea_vae.media import decode_video_bytes, media_member, probe_image_bytes, probe_video_bytes, read_image
 from ea_vae.video_io import VideoReadError
 
 log = logging.getLogger(__name__)
-
-VIDEO_EXTS = ("mp4", "webm", "mov", "mkv", "avi")
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
 
 class SampleError(ValueError):
@@ -83,7 +84,7 @@ class LoaderConfig:
     batch_size: int = 2
     image_batch_size: int | None = None  # None: same as batch_size
     bucket_by: str = "aspect_ratio"  # or "token_length"
-    resolutions: tuple[int, ...] = (256, 512, 768, 1024)
+    resolutions: tuple[int, ...] = TOKEN_LENGTH_RESOLUTIONS
     token_budget: int = DEFAULT_TOKEN_BUDGET  # frames x height x width of one full-budget sample
     max_batch_size: int | None = 64
     size_multiple: int = 16  # bucket sides are multiples of this (VAE 8 x patch 2)
@@ -101,6 +102,10 @@ class LoaderConfig:
     prefetch_factor: int | None = 2
 
     def __post_init__(self):
+        check_fields(self, {**dict.fromkeys(("resolution", "frame_stride", "batch_size", "image_batch_size", "resolutions",
+                                             "token_budget", "max_batch_size", "size_multiple", "patch_size",
+                                             "max_pending_batches", "prefetch_factor"), POSITIVE),
+                            **dict.fromkeys(("image_video_ratio", "shuffle_buffer", "num_workers"), NON_NEGATIVE)})
         if self.bucket_by not in ("aspect_ratio", "token_length"):
             raise ValueError(f"bucket_by must be 'aspect_ratio' or 'token_length', got {self.bucket_by!r}")
         if self.split not in ("shard", "sample"):
@@ -134,8 +139,6 @@ def list_shards(shards: str | os.PathLike | Iterable[str | os.PathLike]) -> list
             if not paths:
                 raise FileNotFoundError(f"{p}: directory holds no *.tar shards")
             return paths
-        import braceexpand
-
         paths = list(braceexpand.braceexpand(str(shards)))
     else:
         paths = [str(s) for s in shards]
@@ -150,8 +153,7 @@ def list_shards(shards: str | os.PathLike | Iterable[str | os.PathLike]) -> list
 def _payload(sample: dict) -> tuple[str, str, bytes]:
     """`(kind, ext, bytes)` of a shard sample; the json's "type" wins over the extension."""
     meta_type = sample["_meta"].get("type")
-    video = next((e for e in VIDEO_EXTS if e in sample), None)
-    image = next((e for e in IMAGE_EXTS if e in sample), None)
+    video, image = media_member(sample, "video"), media_member(sample, "image")
     kind = meta_type or ("video" if video else "image" if image else None)
     ext = video if kind == "video" else image if kind == "image" else None
     if kind not in ("video", "image"):
@@ -159,23 +161,6 @@ def _payload(sample: dict) -> tuple[str, str, bytes]:
     if ext is None:
         raise SampleError(f"type is {kind!r} but the sample has no {kind} file (has {sorted(sample)})")
     return kind, ext, sample[ext]
-
-
-def _probe_video(data: bytes) -> tuple[int, int, int]:
-    """`(width, height, num_frames)` of in-memory video bytes, counting packets if the header has no count."""
-    import av
-
-    with av.open(io.BytesIO(data)) as container:
-        stream = container.streams.video[0]
-        n = stream.frames or sum(1 for p in container.demux(stream) if p.size)
-        return stream.codec_context.width, stream.codec_context.height, int(n)
-
-
-def _probe_image(data: bytes) -> tuple[int, int]:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
-        return im.size
 
 
 def sample_info(sample: dict) -> dict:
@@ -192,10 +177,10 @@ def sample_info(sample: dict) -> dict:
     kind, ext, data = _payload(sample)
     width, height, frames = meta.get("width"), meta.get("height"), meta.get("num_frames")
     if kind == "video" and (not width or not height or not frames):
-        width, height, frames = _probe_video(data)
+        width, height, frames = probe_video_bytes(data)
     elif kind == "image":
         if not width or not height:
-            width, height = _probe_image(data)
+            width, height = probe_image_bytes(data)
         frames = 1
     caption = meta.get("caption")
     if caption is None and "txt" in sample:
@@ -318,58 +303,15 @@ def _shuffled(items: Iterable, buffer: int, rng: np.random.Generator) -> Iterato
 # ----------------------------------------------------------------------------- decoding
 
 
-def decode_video_bytes(data: bytes, indices: list[int], name: str = "<bytes>") -> np.ndarray:
-    """Decode the frames at `indices` (0-based, presentation order) of in-memory video bytes.
-
-    Returns `(len(indices), H, W, 3)` uint8 RGB; raises :class:`VideoReadError` naming `name` when the
-    bytes are not a video or hold too few frames.
-    """
-    import av
-
-    if not data:
-        raise VideoReadError(f"{name}: video is empty (0 bytes)")
-    wanted = {i: None for i in indices}
-    last = max(indices)
-    count = 0
-    try:
-        with av.open(io.BytesIO(data)) as container:
-            if not container.streams.video:
-                raise VideoReadError(f"{name}: contains no video stream")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for i, frame in enumerate(container.decode(stream)):
-                count = i + 1
-                if i in wanted:
-                    wanted[i] = frame.to_ndarray(format="rgb24")
-                if i >= last:
-                    break
-    except VideoReadError:
-        raise
-    except Exception as e:  # PyAV raises many error types for bad data
-        raise VideoReadError(f"{name}: not a readable video ({type(e).__name__}: {e})") from e
-    if count <= last:
-        raise VideoReadError(f"{name}: decoded {count} frames, needs frame {last}")
-    return np.stack([wanted[i] for i in indices])
-
-
-def decode_image_bytes(data: bytes, name: str = "<bytes>") -> np.ndarray:
-    """Decode image bytes (jpg/png/webp) to `(1, H, W, 3)` uint8 RGB."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return np.asarray(im.convert("RGB"))[None]
-    except Exception as e:
-        raise VideoReadError(f"{name}: not a readable image ({type(e).__name__}: {e})") from e
-
-
-def resize_center_crop(frames: np.ndarray, height: int, width: int) -> torch.Tensor:
-    """`(F, H, W, 3)` uint8 -> `(3, F, height, width)` float32 in [-1, 1].
+def resize_center_crop(frames: np.ndarray, height: int, width: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """`(F, H, W, 3)` uint8 -> `(3, F, height, width)` float32 in [-1, 1], frames-first channels-last in memory.
 
     Scales (bilinear, antialiased) so the frame covers the target, then crops the centre. Resizing
     runs on uint8 in channels-last layout, torch's fast CPU path (several times faster than float).
+    The result is a view of an `(F, height, width, 3)` tensor (`out` if given): the layout the VAE
+    convolves, so it encodes the batch without converting it (`torch.channels_last_3d` once batched).
     """
-    if not frames.flags.writeable:  # PIL-backed arrays are read-only
+    if not frames.flags.writeable:  # torch.from_numpy wants writable memory
         frames = frames.copy()
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # (F, 3, H, W), channels-last
     h, w = x.shape[-2:]
@@ -380,7 +322,10 @@ def resize_center_crop(frames: np.ndarray, height: int, width: int) -> torch.Ten
             x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
         top, left = (nh - height) // 2, (nw - width) // 2
         x = x[..., top:top + height, left:left + width]
-    return x.permute(1, 0, 2, 3).float().div_(127.5).sub_(1.0).contiguous()
+    x = x.permute(0, 2, 3, 1)  # (F, height, width, 3), a view
+    if out is None:
+        out = torch.empty(x.shape, dtype=torch.float32)
+    return out.copy_(x).div_(127.5).sub_(1.0).permute(3, 0, 1, 2)
 
 
 def clip_start(num_frames: int, frames: int, stride: int, key: str, seed: int, epoch: int,
@@ -412,7 +357,8 @@ def _dist_rank_world(rank: int | None, world_size: int | None) -> tuple[int, int
 class BucketedVideoDataset(IterableDataset):
     """WebDataset shards -> single-bucket batches (dicts); see the module docstring.
 
-    Each batch: `pixel_values` `(B, 3, F, H, W)` float32 in [-1, 1], `caption`, `key`, `meta` (lists of
+    Each batch: `pixel_values` `(B, 3, F, H, W)` float32 in [-1, 1] (memory format `torch.channels_last_3d`,
+    i.e. frames-first channels-last, what the VAE convolves: no conversion copy), `caption`, `key`, `meta` (lists of
     B), `type` ("video" / "image"), `bucket` (:class:`BucketKey`), `start_frame` `(B,)` int64,
     `frame_stride`, `num_tokens` (per sample), `skipped` (keys left out since the previous batch),
     `worker` and `plan_index` (for resuming). Use :func:`make_dataloader` to get a resumable
@@ -449,8 +395,6 @@ class BucketedVideoDataset(IterableDataset):
         return self._iter(worker, num_workers, skip, self._emit_end, self.epoch)
 
     def _iter(self, worker: int, num_workers: int, skip: int, emit_end: bool, epoch: int) -> Iterator[dict]:
-        import webdataset as wds
-
         cfg = self.config
         num_slots = self.world_size * num_workers
         slot = self.rank * num_workers + worker
@@ -507,7 +451,9 @@ class BucketedVideoDataset(IterableDataset):
 
     def _decode(self, plan: BatchPlan, epoch: int, skipped: list[str]) -> dict | None:
         cfg, key = self.config, plan.key
-        videos, starts, kept = [], [], []
+        # Each sample is resized straight into its row of the batch, frames-first channels-last.
+        batch = torch.empty(len(plan.samples), key.frames, key.height, key.width, 3)
+        starts, kept = [], []
         for s in plan.samples:
             name = f"{s['key']} ({s['url']})"
             try:
@@ -517,8 +463,8 @@ class BucketedVideoDataset(IterableDataset):
                     idx = [start + i * cfg.frame_stride for i in range(key.frames)]
                     frames = decode_video_bytes(s["data"], idx, name)
                 else:
-                    start, frames = 0, decode_image_bytes(s["data"], name)
-                videos.append(resize_center_crop(frames, key.height, key.width))
+                    start, frames = 0, read_image(s["data"], name)[None]
+                resize_center_crop(frames, key.height, key.width, out=batch[len(kept)])
             except Exception as e:  # corrupt payloads are logged and skipped, never fatal
                 log.warning("skipping sample %s: %s", name, e)
                 skipped.append(s["key"])
@@ -528,8 +474,10 @@ class BucketedVideoDataset(IterableDataset):
             kept.append(s)
         if not kept:
             return None
+        if len(kept) < len(plan.samples):
+            batch = batch[:len(kept)].clone()  # don't carry the skipped rows' memory along
         return {
-            "pixel_values": torch.stack(videos),
+            "pixel_values": batch.permute(0, 4, 1, 2, 3),  # (B, 3, F, H, W), torch.channels_last_3d
             "caption": [s["caption"] for s in kept],
             "key": [s["key"] for s in kept],
             "meta": [s["meta"] for s in kept],

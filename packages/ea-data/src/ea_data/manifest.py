@@ -42,6 +42,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ea_data.atomic import atomic_open
+
 STATUSES = ("kept", "rejected", "error", "pending")
 
 
@@ -177,21 +179,11 @@ def _dumps(record: dict) -> str:
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> Path:
-    """Write records as jsonl atomically: a temp file in the same folder, fsynced, then `os.replace`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for r in records:
-                f.write(_dumps(r) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    """Write records as jsonl atomically (see :mod:`ea_data.atomic`)."""
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(_dumps(r) + "\n")
+    return Path(path)
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:

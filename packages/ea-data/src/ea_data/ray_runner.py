@@ -5,7 +5,7 @@
 
 The per-file work (split + score) and the clip encoding of the shard stage run as Ray tasks; this
 process keeps the work log, filters, writes the shards in order and writes the same manifest as the
-local runner (:func:`ea_data.pipeline.run`), so the two are interchangeable and a run started with one
+local runner (:func:`ea_data.curation.run`), so the two are interchangeable and a run started with one
 can be resumed with the other. Scorers are built once per Ray worker process and reused by every
 task it runs. Input and output folders must be visible to all nodes (a shared file system).
 """
@@ -13,12 +13,13 @@ task it runs. Input and output folders must be visible to all nodes (a shared fi
 from __future__ import annotations
 
 import os
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-from ea_data.pipeline import PipelineConfig, init_worker
-from ea_data.pipeline import run as run_pipeline
+from ea_data.curation import PipelineConfig
+from ea_data.curation import run as run_pipeline
+from ea_data.curation.executors import Executor
+from ea_data.curation.work import init_worker
 
 
 def _ray():
@@ -34,7 +35,7 @@ def _call(fn: Callable, item: Any) -> Any:
     return fn(item)
 
 
-class RayExecutor:
+class RayExecutor(Executor):
     """The pipeline's executor interface (`imap`, `imap_unordered`, `close`) over Ray tasks.
 
     Connects to `address` (None: the cluster in RAY_ADDRESS, else a new local Ray; pass
@@ -55,54 +56,24 @@ class RayExecutor:
         self.max_in_flight = max_in_flight or max(2, 2 * cpus)
         self._remote = ray.remote(num_cpus=num_cpus_per_task)(_call)
 
-    def imap_unordered(self, fn: Callable, items: Iterable) -> Iterator:
-        """Results in completion order."""
-        ray = _ray()
-        it, pending = iter(items), []
-        fn_ref = ray.put(fn)
-        while True:
-            while len(pending) < self.max_in_flight:
-                item = next(it, _END)
-                if item is _END:
-                    break
-                pending.append(self._remote.remote(fn_ref, item))
-            if not pending:
-                return
-            done, pending = ray.wait(pending, num_returns=1)
-            yield ray.get(done[0])
+    def _submitter(self, fn: Callable) -> Callable[[Any], Any]:
+        fn_ref = _ray().put(fn)
+        return lambda item: self._remote.remote(fn_ref, item)
 
-    def imap(self, fn: Callable, items: Iterable) -> Iterator:
-        """Results in input order."""
-        ray = _ray()
-        it, queue = iter(items), deque()
-        fn_ref = ray.put(fn)
-        while True:
-            while len(queue) < self.max_in_flight:
-                item = next(it, _END)
-                if item is _END:
-                    break
-                queue.append(self._remote.remote(fn_ref, item))
-            if not queue:
-                return
-            yield ray.get(queue.popleft())
+    def _wait_any(self, pending: list) -> tuple[list, list]:
+        return _ray().wait(pending, num_returns=1)
+
+    def _result(self, handle: Any) -> Any:
+        return _ray().get(handle)
 
     def close(self) -> None:
         if self._owns:
             _ray().shutdown()
             self._owns = False
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-_END = object()
-
 
 def run(input_dir: str | os.PathLike, output_dir: str | os.PathLike, config: PipelineConfig | None = None,
         address: str | None = None, **init_kwargs: Any) -> dict:
-    """:func:`ea_data.pipeline.run` with the per-file work spread over a Ray cluster; same outputs."""
+    """:func:`ea_data.curation.run` with the per-file work spread over a Ray cluster; same outputs."""
     with RayExecutor(address, **init_kwargs) as ex:
         return run_pipeline(input_dir, output_dir, config, executor=ex)

@@ -33,11 +33,13 @@ from typing import Any
 
 import cv2
 import numpy as np
+import webdataset as wds
 
+from ea_data.atomic import AtomicFile
 from ea_data.manifest import append_jsonl, read_jsonl, sort_key, write_jsonl
+from ea_data.progress import progress_bar
+from ea_vae.files import NON_NEGATIVE, POSITIVE, check_fields
 from ea_vae.video_io import VideoReadError, iter_frames, write_video
-
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
 @dataclass
@@ -59,6 +61,8 @@ class ShardConfig:
     jpeg_quality: int = 95
 
     def __post_init__(self):
+        check_fields(self, {**dict.fromkeys(("fps", "max_side", "size", "max_count", "max_bytes", "jpeg_quality"),
+                                            POSITIVE), "crf": NON_NEGATIVE})
         if self.fps is not None and self.fps <= 0:
             raise ValueError(f"ShardConfig.fps must be positive or None, got {self.fps}")
         if self.max_side is not None and self.max_side < 2:
@@ -188,7 +192,7 @@ class ShardWriter:
         self.prefix, self.max_count, self.max_bytes = prefix, max_count, max_bytes
         self.index = start_index
         self.on_shard_done = on_shard_done
-        self._tar = self._file = self._tmp = None
+        self._tar = self._file = None
         self._keys: list[str] = []
         self.written: list[str] = []
 
@@ -196,11 +200,8 @@ class ShardWriter:
         return f"{self.prefix}{index:06d}.tar"
 
     def _open(self):
-        import webdataset as wds
-
-        self._tmp = self.out_dir / f".{self.name(self.index)}.tmp{os.getpid()}"
-        self._file = open(self._tmp, "wb")
-        self._tar = wds.TarWriter(self._file, encoder=False, mtime=0, user="ea_data", group="ea_data",
+        self._file = AtomicFile(self.out_dir / self.name(self.index), "wb")
+        self._tar = wds.TarWriter(self._file.file, encoder=False, mtime=0, user="ea_data", group="ea_data",
                                   mode=0o444)
         self._keys = []
 
@@ -222,16 +223,12 @@ class ShardWriter:
 
     def _finish(self):
         self._tar.close()  # writes the end-of-archive blocks
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        nbytes = self._file.tell()
-        self._file.close()
-        name = self.name(self.index)
-        os.replace(self._tmp, self.out_dir / name)
+        nbytes = self._file.file.tell()
+        name = self._file.commit().name
         self.written.append(name)
         if self.on_shard_done is not None:
             self.on_shard_done(name, list(self._keys), nbytes)
-        self._tar = self._file = self._tmp = None
+        self._tar = self._file = None
         self.index += 1
 
     def close(self):
@@ -245,9 +242,8 @@ class ShardWriter:
             try:
                 self._tar.close()  # flush tarfile's buffer now, not in its __del__ on a closed file
             finally:
-                self._file.close()
-                self._tmp.unlink(missing_ok=True)
-            self._tar = self._file = self._tmp = None
+                self._file.discard()
+            self._tar = self._file = None
 
     def __enter__(self):
         return self
@@ -287,8 +283,6 @@ def write_shards(records: Iterable[dict], input_dir: str | os.PathLike, output_d
     them, so an interrupted stage resumes. If the records or config changed, the logged shards are
     deleted and rewritten.
     """
-    from tqdm import tqdm
-
     cfg = cfg or ShardConfig()
     output_dir = Path(output_dir)
     shard_dir = output_dir / "shards"
@@ -306,7 +300,7 @@ def write_shards(records: Iterable[dict], input_dir: str | os.PathLike, output_d
         for r, shard in done:
             r["shard"], r["key"] = f"shards/{shard}", r["clip_id"]
         rest = todo[len(done):]
-        bar = tqdm(total=len(todo), initial=len(done), desc=f"shard {kind}s", unit="clip" if kind == "video"
+        bar = progress_bar(total=len(todo), initial=len(done), desc=f"shard {kind}s", unit="clip" if kind == "video"
                    else "image", disable=not progress, leave=False)
         encode = functools.partial(encode_sample, input_dir=str(input_dir), cfg=cfg)
         pending: list[dict] = []

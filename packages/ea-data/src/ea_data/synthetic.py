@@ -15,7 +15,15 @@ JSON), so tests can compare what a detector measures with what was drawn:
     truth.cuts            # frame indices where a new scene starts
     truth.scenes[0].camera_velocity, truth.scenes[0].text_area, truth.scenes[0].caption
 
-`python -m ea_data.synthetic OUT_DIR` writes a small demo data set (videos, images, metadata.jsonl).
+`python -m ea_data.synthetic OUT_DIR` writes a small data set (videos, images, metadata.jsonl).
+
+The demo world (`--demo`, :func:`make_demo_dataset`) is what `uv run apps/demo` trains on: each scene
+shows one object whose colour, shape and direction of motion its caption states in words,
+`demo_caption(color, shape, direction)` ("a red circle moves left"), over a dark grey background that
+never contains an object colour. Vocabularies: `COLOR_NAMES` (name -> RGB the object is drawn with),
+`SHAPES`, `DIRECTIONS`. `HELD_OUT` lists 16 `(color, shape, direction)` triples that no training scene
+shows (every colour and direction among them), for testing composition; `render_demo_clip` draws a
+ground-truth clip of any triple directly.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import argparse
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -174,7 +183,7 @@ def _texture(kind: str, palette: tuple[str, str], height: int, width: int,
         raise ValueError(f"unknown background {kind!r}; choose one of {BACKGROUNDS}")
     # Texture detail: a little fine noise gives optical flow something to track in flat areas.
     t = np.clip(t * 0.85 + 0.15 * rng.random(t.shape, dtype=np.float32), 0, 1)[..., None]
-    a, b = (np.array(COLOR_NAMES[c], np.float32) for c in palette)
+    a, b = (np.array(COLOR_NAMES.get(c) or DEMO_GREYS[c], np.float32) for c in palette)
     return np.clip(a * (1 - t) + b * t, COLOR_LO, COLOR_HI).astype(np.uint8)
 
 
@@ -332,10 +341,11 @@ def caption_for(spec: SceneSpec) -> str:
 
 
 def make_video(path: str | os.PathLike, scenes: list[SceneSpec], width: int = 128, height: int = 96,
-               fps: float = 8.0, crf: int = 12) -> VideoTruth:
+               fps: float = 8.0, crf: int = 12, caption: Callable[[SceneSpec], str] | None = None) -> VideoTruth:
     """Render `scenes` back to back (hard cuts between them) into an mp4 and return the ground truth.
 
-    The truth is also written as `<path>.json` next to the video.
+    `caption` writes each scene's caption (default `caption_for`). The truth is also written as
+    `<path>.json` next to the video.
     """
     if width % 2 or height % 2:
         raise ValueError(f"width and height must be even, got {width}x{height}")
@@ -349,7 +359,7 @@ def make_video(path: str | os.PathLike, scenes: list[SceneSpec], width: int = 12
         truths.append(SceneTruth(
             start_frame=start, end_frame=end, start_time=start / fps, end_time=end / fps,
             camera_velocity=tuple(spec.camera_velocity), camera_speed=float(math.hypot(*spec.camera_velocity)),
-            static=spec.static, text=spec.text, text_area=area, text_box=box, caption=caption_for(spec),
+            static=spec.static, text=spec.text, text_area=area, text_box=box, caption=(caption or caption_for)(spec),
             shapes=[asdict(s) for s in spec.shapes]))
         chunks.append(frames)
         start = end
@@ -434,7 +444,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--height", type=int, default=96)
     p.add_argument("--fps", type=float, default=8.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--demo", action="store_true",
+                   help="write the demo world instead (make_demo_dataset: one captioned object per scene, "
+                        "square frames of --width pixels, HELD_OUT combinations left out)")
     a = p.parse_args(argv)
+    if a.demo:
+        records = make_demo_dataset(a.out_dir, a.videos, a.images, a.seed, a.width, a.fps, a.scenes)
+        n_scenes = sum(len(r.get("scenes", [])) for r in records)
+        print(f"wrote the demo world: {a.videos} videos ({n_scenes} scenes) and {a.images} images to {a.out_dir}")
+        return 0
     records = make_dataset(a.out_dir, a.videos, a.images, a.seed, a.width, a.height, a.fps, a.scenes)
     n_scenes = sum(len(r.get("scenes", [])) for r in records)
     print(f"wrote {a.videos} videos ({n_scenes} scenes) and {a.images} images to {a.out_dir}")
@@ -443,3 +461,160 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# --------------------------------------------------------------------------------------------------
+# The demo world: one object per scene whose colour, shape and direction the caption states
+# --------------------------------------------------------------------------------------------------
+
+#: Directions of motion in the demo world, and the unit step (x right, y down) of each.
+DIRECTIONS = ("left", "right", "up", "down")
+DIRECTION_VECTORS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}
+#: Background greys of the demo world: dark and far from every colour in COLOR_NAMES (the nearest,
+#: "blue", is > 100 RGB units away), so a program finds the object by its colour.
+DEMO_GREYS = {"charcoal": (46, 46, 50), "slate": (72, 74, 82), "graphite": (60, 56, 52), "ash": (88, 86, 84)}
+#: Object speed in the demo world, as a fraction of the frame side per frame (at 8 fps: 0.2 of the frame
+#: per second), and the pan speed of a "too fast" scene's background.
+DEMO_SPEED = 0.025
+DEMO_FAST_PAN = 0.08
+#: Object radius as a fraction of the frame side.
+DEMO_SIZE = 0.15
+
+
+def demo_caption(color: str, shape: str, direction: str) -> str:
+    """The demo world's caption of a `color` `shape` moving in `direction`: 'a red circle moves left'.
+
+    Pinned: other tools (apps/generate, the evaluator, sampler studies) write prompts with it.
+    """
+    if color not in COLOR_NAMES:
+        raise ValueError(f"unknown colour {color!r}; choose one of {list(COLOR_NAMES)}")
+    if shape not in SHAPES:
+        raise ValueError(f"unknown shape {shape!r}; choose one of {list(SHAPES)}")
+    if direction not in DIRECTIONS:
+        raise ValueError(f"unknown direction {direction!r}; choose one of {list(DIRECTIONS)}")
+    return f"a {color} {shape} moves {direction}"
+
+
+def _held_out() -> list[tuple[str, str, str]]:
+    """Two triples per colour, four per direction, every shape four times: 16 combinations."""
+    triples = []
+    for i, color in enumerate(COLOR_NAMES):
+        for j in range(2):
+            triples.append((color, SHAPES[(i + j) % len(SHAPES)], DIRECTIONS[(i + 2 * j + i // 4) % 4]))
+    return triples
+
+
+#: `(color, shape, direction)` combinations that never appear in the demo's training data (not in any
+#: scene of `make_demo_dataset`, kept or rejected), for testing whether a model composes what it learned.
+HELD_OUT: list[tuple[str, str, str]] = _held_out()
+_HELD_OUT_SET = frozenset(HELD_OUT)
+
+
+def demo_triples(held_out: bool = False) -> list[tuple[str, str, str]]:
+    """Every `(color, shape, direction)` of the demo world outside HELD_OUT (or only HELD_OUT's)."""
+    every = [(c, s, d) for c in COLOR_NAMES for s in SHAPES for d in DIRECTIONS]
+    return [t for t in every if (t in _HELD_OUT_SET) == held_out]
+
+
+def demo_scene(color: str, shape: str, direction: str, num_frames: int, rng: np.random.Generator,
+               size: int, kind: str = "moving", text_area: float = 0.0) -> SceneSpec:
+    """One demo-world scene: a `color` `shape` over a dark grey background.
+
+    `kind`: "moving" (the object crosses DEMO_SPEED of the frame per frame in `direction`, the camera is
+    still), "static" (nothing moves) or "fast" (the object moves and the background pans at
+    DEMO_FAST_PAN, too fast for training). Positions are chosen so the object stays inside the frame.
+    The scene is for square frames of `size` pixels (velocities are in pixels per frame).
+    """
+    if kind not in ("moving", "static", "fast"):
+        raise ValueError(f"kind must be moving, static or fast, got {kind!r}")
+    demo_caption(color, shape, direction)  # validates the vocabulary
+    ux, uy = DIRECTION_VECTORS[direction]
+    speed = 0.0 if kind == "static" else DEMO_SPEED
+    travel = speed * (num_frames - 1)
+    margin = DEMO_SIZE + 0.02
+    if travel > 1 - 2 * margin:
+        raise ValueError(f"{num_frames} frames at {speed} of the frame per frame leave the frame")
+    along = float(rng.uniform(margin, 1 - margin - travel))  # start on the travel axis (left/top side)
+    across = float(rng.uniform(margin, 1 - margin))
+    if ux < 0 or uy < 0:
+        along = 1 - along  # leftwards / upwards: start on the right / bottom side
+    position = (along, across) if ux else (across, along)
+    greys = list(DEMO_GREYS)
+    palette = tuple(rng.choice(greys, size=2, replace=False).tolist())
+    pan = (0.0, 0.0)
+    if kind == "fast":
+        angle = rng.uniform(0, 2 * math.pi)
+        pan = (round(DEMO_FAST_PAN * size * math.cos(angle), 3), round(DEMO_FAST_PAN * size * math.sin(angle), 3))
+    return SceneSpec(num_frames=num_frames, background="blobs", palette=palette, camera_velocity=pan,
+                     shapes=[ShapeSpec(kind=shape, color=color, size=DEMO_SIZE, position=position,
+                                       velocity=(ux * speed * size, uy * speed * size))],
+                     text=" ".join(rng.choice(WORDS, size=2).tolist()) if text_area > 0 else "",
+                     text_area=text_area, seed=int(rng.integers(2**31)))
+
+
+def demo_scene_caption(spec: SceneSpec) -> str:
+    """The caption of a demo scene: `demo_caption` for the moving object, plus what else is seen."""
+    shape = spec.shapes[0]
+    vx, vy = shape.velocity
+    if spec.static:
+        return f"a {shape.color} {shape.kind} rests"
+    direction = ("right" if vx > 0 else "left") if abs(vx) >= abs(vy) else ("down" if vy > 0 else "up")
+    text = demo_caption(shape.color, shape.kind, direction)
+    if spec.camera_velocity != (0.0, 0.0):
+        text += " as the background pans quickly"
+    if spec.text_area > 0:
+        text += f' under the text "{spec.text}"'
+    return text
+
+
+def render_demo_clip(color: str, shape: str, direction: str, num_frames: int = 9, size: int = 32,
+                     seed: int = 0) -> np.ndarray:
+    """A ground-truth demo clip `(F, size, size, 3)` uint8 of a moving object, drawn directly (no mp4).
+
+    For evaluation sets and tests: the same drawing as the training videos, at any resolution.
+    """
+    rng = np.random.default_rng(seed)
+    frames, _ = render_scene(demo_scene(color, shape, direction, num_frames, rng, size), size, size)
+    return frames
+
+
+def make_demo_dataset(out_dir: str | os.PathLike, num_videos: int = 80, num_images: int = 120, seed: int = 0,
+                      size: int = 128, fps: float = 8.0, scenes_per_video: int = 5) -> list[dict]:
+    """Write the demo world's raw data: `videos/*.mp4`, `images/*.png` and `metadata.jsonl`.
+
+    Every video is `scenes_per_video` scenes cut hard together; each scene is one object of a training
+    triple (never one of HELD_OUT) over a dark background. Most scenes are "moving" (2.5-3.2 s, what
+    curation keeps); the rest give the curation its work: subtitled scenes (text area 2-5 %, rejected
+    by the text filter), static scenes (motion too low), scenes whose background pans too fast (motion
+    too high) and short scenes (under 2 s). Images are single frames of an object (for the VAE). Each
+    metadata line has the per-scene truth and captions (`demo_scene_caption`), like `make_dataset`.
+    """
+    rng = np.random.default_rng(seed)
+    out = Path(out_dir)
+    triples = demo_triples()
+    kinds = ["moving"] * 13 + ["text", "static", "fast", "short"]
+    records = []
+    for v in range(num_videos):
+        specs = []
+        for _ in range(scenes_per_video):
+            color, shape, direction = triples[int(rng.integers(len(triples)))]
+            kind = kinds[int(rng.integers(len(kinds)))]
+            n = int(rng.integers(8, 13)) if kind == "short" else int(round(rng.uniform(2.5, 3.2) * fps))
+            spec = demo_scene(color, shape, direction, n, rng, size,
+                              kind={"text": "moving", "short": "moving"}.get(kind, kind),
+                              text_area=float(rng.uniform(0.02, 0.05)) if kind == "text" else 0.0)
+            specs.append(spec)
+        rel = f"videos/video_{v:03d}.mp4"
+        truth = make_video(out / rel, specs, size, size, fps, caption=demo_scene_caption)
+        records.append({"file": rel, "type": "video", "caption": " ".join(t.caption for t in truth.scenes),
+                        "fps": fps, "num_frames": truth.num_frames, "width": size, "height": size,
+                        "cuts": truth.cuts, "scenes": [asdict(t) for t in truth.scenes]})
+    for i in range(num_images):
+        color, shape, _ = triples[int(rng.integers(len(triples)))]
+        spec = demo_scene(color, shape, "right", 1, rng, size, kind="static")
+        rel = f"images/image_{i:03d}.png"
+        make_image(out / rel, spec, size, size)
+        records.append({"file": rel, "type": "image", "caption": f"a {color} {shape}", "width": size,
+                        "height": size})
+    _write_jsonl(out / "metadata.jsonl", records)
+    return records

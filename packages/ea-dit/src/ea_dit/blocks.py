@@ -5,6 +5,10 @@
     x = x + CrossAttn(x, text, text_mask)                                  no norm, as in PixArt
     x = x + gate_mlp * MLP(modulate(LN(x), shift_mlp, scale_mlp))
 
+`SelfAttn` is chosen per block: "spatial" (each frame alone, as above), "full" (3D attention over all
+frames' tokens) or "window" (`HybridWindowAttention`); the three share parameter names, so a checkpoint
+loads into any of them.
+
 The six shift/scale/gate vectors are adaLN-single's shared modulation plus the block's own learned
 `scale_shift_table` (6, D).
 """
@@ -19,6 +23,7 @@ from torch import nn
 from ea_dit.attention import attention
 from ea_dit.grid_reshape import TokenGrid
 from ea_dit.motion_module import MotionModule
+from ea_dit.window_attention import HybridWindowAttention
 
 
 class SelfAttention(nn.Module):
@@ -74,10 +79,18 @@ class VideoDiTBlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, attention_bias: bool = True,
                  norm_eps: float = 1e-6, norm_elementwise_affine: bool = False, backend: str = "sdpa",
-                 motion_module: MotionModule | None = None):
+                 motion_module: MotionModule | None = None, self_attention: str = "spatial",
+                 window_size: int | None = None, window_global_keys: int = 1024):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps, elementwise_affine=norm_elementwise_affine)
-        self.attn = SelfAttention(dim, num_heads, bias=attention_bias, backend=backend)
+        self.self_attention = self_attention
+        if self_attention == "window":
+            self.attn = HybridWindowAttention(dim, num_heads, window=window_size, num_global_keys=window_global_keys,
+                                              bias=attention_bias)
+        elif self_attention in ("spatial", "full"):
+            self.attn = SelfAttention(dim, num_heads, bias=attention_bias, backend=backend)
+        else:
+            raise ValueError(f"self_attention {self_attention!r} is unknown; choose 'spatial', 'full' or 'window'")
         self.motion_module = motion_module
         self.cross_attn = CrossAttention(dim, num_heads, bias=attention_bias, backend=backend)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps, elementwise_affine=norm_elementwise_affine)
@@ -85,7 +98,9 @@ class VideoDiTBlock(nn.Module):
         self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim**0.5)
 
     def set_attention_backend(self, backend: str) -> None:
-        self.attn.backend = self.cross_attn.backend = backend
+        if self.self_attention != "window":  # hybrid window attention has its own kernels
+            self.attn.backend = backend
+        self.cross_attn.backend = backend
         if self.motion_module is not None:
             self.motion_module.set_attention_backend(backend)
 
@@ -100,8 +115,14 @@ class VideoDiTBlock(nn.Module):
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
             self.scale_shift_table[None] + modulation).chunk(6, dim=1)  # each (B, 1, D)
         h = modulate(self.norm1(x), shift_msa, scale_msa)
-        h = self.attn(rearrange(h, "b (f n) d -> (b f) n d", f=f))  # spatial: each frame alone
-        x = x + gate_msa * rearrange(h, "(b f) n d -> b (f n) d", f=f)
+        if self.self_attention == "spatial":  # each frame alone
+            h = self.attn(rearrange(h, "b (f n) d -> (b f) n d", f=f))
+            h = rearrange(h, "(b f) n d -> b (f n) d", f=f)
+        elif self.self_attention == "full":  # all F*N tokens
+            h = self.attn(h)
+        else:
+            h = self.attn(h, tokens)
+        x = x + gate_msa * h
         if self.motion_module is not None:
             x = self.motion_module(rearrange(x, "b (f n) d -> (b f) n d", f=f), tokens)
             x = rearrange(x, "(b f) n d -> b (f n) d", f=f)

@@ -8,9 +8,18 @@ channels), learned sigma (output channels = 2 x input). EasyAnimate adds a motio
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import warnings
 from dataclasses import dataclass, field
 
+from ea_dit.files import NON_NEGATIVE, POSITIVE, check_fields
+
 ATTENTION_BACKENDS = ("sdpa", "xformers", "triton")
+SELF_ATTENTION_TYPES = ("spatial", "full", "window")
+# Sizes and counts that must be > 0 (checked with the types when a config is built).
+_POSITIVE_FIELDS = ("in_channels", "out_channels", "sample_size", "patch_size", "hidden_size", "depth", "num_heads",
+                    "mlp_ratio", "norm_eps", "caption_channels", "interpolation_scale", "pixels_per_latent",
+                    "motion_num_heads", "motion_grid", "motion_max_len", "motion_norm_groups", "window_size")
 
 
 @dataclass
@@ -37,6 +46,12 @@ class VideoDiTConfig:
     use_additional_conditions: bool | None = None
     pixels_per_latent: int = 8  # VAE downsampling, for the default resolution condition
     attention_backend: str = "sdpa"  # "sdpa" | "xformers" | "triton"
+    # Self-attention of each block, one value for all blocks or one per block: "spatial" (per frame;
+    # the motion module adds time), "full" (3D over all frames' tokens) or "window" (hybrid window
+    # attention, ea_dit.window_attention). All three use the same qkv/proj weights.
+    self_attention: str | tuple[str, ...] = "spatial"
+    window_size: int | None = None  # hybrid window length in tokens; None = tokens per frame
+    window_global_keys: int = 1024  # about how many strided video keys every query also sees
     # --- motion module
     motion_module: bool = True
     motion_module_positions: tuple[int, ...] | None = None  # block indices; None = every block
@@ -50,6 +65,8 @@ class VideoDiTConfig:
     _extra: dict = field(default_factory=dict, repr=False)  # unknown keys read from a config.json
 
     def __post_init__(self) -> None:
+        check_fields(self, {**dict.fromkeys(_POSITIVE_FIELDS, POSITIVE), "motion_module_positions": NON_NEGATIVE,
+                            "window_global_keys": NON_NEGATIVE})
         if self.out_channels is None:
             self.out_channels = 2 * self.in_channels if self.learn_sigma else self.in_channels
         if self.interpolation_scale is None:
@@ -58,6 +75,8 @@ class VideoDiTConfig:
             self.use_additional_conditions = self.sample_size == 128
         if self.motion_module_positions is not None:
             self.motion_module_positions = tuple(int(i) for i in self.motion_module_positions)
+        if not isinstance(self.self_attention, str):
+            self.self_attention = tuple(self.self_attention)
         self.validate()
 
     def validate(self) -> None:
@@ -69,6 +88,12 @@ class VideoDiTConfig:
                              f"{', '.join(ATTENTION_BACKENDS)}")
         if self.depth < 1 or self.patch_size < 1 or self.in_channels < 1:
             raise ValueError("depth, patch_size and in_channels must be positive")
+        kinds = (self.self_attention,) if isinstance(self.self_attention, str) else self.self_attention
+        bad = [k for k in kinds if k not in SELF_ATTENTION_TYPES]
+        if bad:
+            raise ValueError(f"self_attention {bad} unknown; choose among {', '.join(SELF_ATTENTION_TYPES)}")
+        if not isinstance(self.self_attention, str) and len(kinds) != self.depth:
+            raise ValueError(f"self_attention lists {len(kinds)} blocks but depth is {self.depth}")
         if self.use_additional_conditions and self.hidden_size % 3:
             raise ValueError(f"use_additional_conditions needs hidden_size divisible by 3 (resolution and "
                              f"aspect-ratio embeddings of hidden_size/3 each); got {self.hidden_size}")
@@ -92,6 +117,12 @@ class VideoDiTConfig:
         """U-ViT skips: depth 28 -> 13 (blocks 0..12 feed blocks 15..27); 0 when disabled."""
         return max(self.depth // 2 - 1, 0) if self.long_skip else 0
 
+    def block_attention(self, block_index: int) -> str:
+        """Self-attention type of block `block_index`: "spatial", "full" or "window"."""
+        if isinstance(self.self_attention, str):
+            return self.self_attention
+        return self.self_attention[block_index]
+
     def has_motion_module(self, block_index: int) -> bool:
         if not self.motion_module:
             return False
@@ -101,14 +132,40 @@ class VideoDiTConfig:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "_extra"}
         if d["motion_module_positions"] is not None:
             d["motion_module_positions"] = list(d["motion_module_positions"])
+        if not isinstance(d["self_attention"], str):
+            d["self_attention"] = list(d["self_attention"])
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> VideoDiTConfig:
-        """Build from a dict (e.g. config.json); keys that are not fields are kept in `_extra`."""
-        names = {f.name for f in dataclasses.fields(cls)} - {"_extra"}
+    def field_names(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)} - {"_extra"}
+
+    @classmethod
+    def check_keys(cls, keys, what: str = "setting") -> None:
+        """Raise TypeError naming each key that is not a config field, with the closest field name."""
+        names = cls.field_names()
+        for key in keys:
+            if key not in names:
+                close = difflib.get_close_matches(key, sorted(names), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise TypeError(f"unknown VideoDiTConfig {what} {key!r}{hint}")
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> VideoDiTConfig:
+        """Build from a dict (e.g. config.json, named by `source` in messages). Keys that are not fields
+        are kept in `_extra` with a warning naming them (a newer or foreign file may carry more keys)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"{source}: expected a JSON object (key: value), got a {type(d).__name__}")
+        names = cls.field_names()
         known = {k: v for k, v in d.items() if k in names}
         extra = {k: v for k, v in d.items() if k not in names and not k.startswith("_")}
+        if extra:
+            hints = []
+            for k in sorted(extra):
+                close = difflib.get_close_matches(k, sorted(names), n=1)
+                hints.append(f"{k!r} (did you mean {close[0]!r}?)" if close else repr(k))
+            warnings.warn(f"{source}: ignoring keys VideoDiTConfig does not know: {', '.join(hints)}",
+                          stacklevel=2)
         return cls(**known, _extra=extra)
 
     @classmethod

@@ -2,8 +2,9 @@
 
 The model predicts noise and, in its second half of channels, a value `v` in [-1, 1] that interpolates
 the log-variance between the posterior variance and beta_t (Nichol & Dhariwal, 2021). Training loss =
-MSE on the noise + the variational bound term with the predicted mean frozen. Sampling: DDPM (ancestral,
-learned variance) and DDIM, both with classifier-free guidance.
+MSE on the noise + the variational bound term with the predicted mean frozen. The samplers that run on
+this schedule are functions in `ea_dit.samplers`; `classifier_free_guidance` wraps a text-conditioned
+model into the denoiser they take.
 
 All tensors are latents `(B, C, F, H, W)` (any trailing shape works); `t` is an int64 `(B,)` in [0, T).
 """
@@ -22,12 +23,15 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass
 class DiffusionConfig:
-    """Noise schedule. Defaults = PixArt-alpha: 1000 steps, linear betas 1e-4 .. 0.02, learned sigma."""
+    """Noise schedule. Defaults = PixArt-alpha: 1000 steps, linear betas 1e-4 .. 0.02.
+
+    Whether the variance is learned is the model's choice (`VideoDiTConfig.learn_sigma`): the diffusion
+    reads it from the model output's channels (2C: noise + variance value; C: noise only).
+    """
 
     num_timesteps: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 0.02
-    learn_sigma: bool = True
 
 
 class GaussianDiffusion:
@@ -78,9 +82,7 @@ class GaussianDiffusion:
                         clip_x0: float | None = None):
         """Mean, log-variance and predicted x0 of p(x_{t-1} | x_t) from a model output (B, 2C, ...)."""
         c = xt.shape[1]
-        if self.config.learn_sigma:
-            if output.shape[1] != 2 * c:
-                raise ValueError(f"a learned-sigma model must output {2 * c} channels, got {output.shape[1]}")
+        if _learned_sigma(output, c):
             eps, v = output[:, :c], output[:, c:]
             min_log = self._gather(self.posterior_log_variance_clipped, t, xt)
             max_log = self._gather(torch.log(self.betas), t, xt)
@@ -103,7 +105,7 @@ class GaussianDiffusion:
         """
         c = x0.shape[1]
         mse = (output[:, :c] - noise).float().pow(2).flatten(1).mean(1)
-        if not self.config.learn_sigma:
+        if not _learned_sigma(output, c):
             return {"loss": mse, "mse": mse}
         frozen = torch.cat([output[:, :c].detach(), output[:, c:]], dim=1)
         mean, log_var, _ = self.p_mean_variance(frozen, xt, t)
@@ -113,41 +115,14 @@ class GaussianDiffusion:
         vb = torch.where(t == 0, nll, kl) * (self.num_timesteps / 1000.0)
         return {"loss": mse + vb, "mse": mse, "vb": vb}
 
-    @torch.no_grad()
-    def sample_ddpm(self, model: Denoiser, shape: tuple[int, ...], generator: torch.Generator | None = None,
-                    device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                    steps: int | None = None, progress: Callable | None = None) -> torch.Tensor:
-        """Ancestral sampling with the learned variance, on `steps` evenly spaced timesteps (respacing)."""
-        sub = _respaced(self, steps)
-        x = torch.randn(shape, generator=generator, device="cpu", dtype=torch.float32).to(device, dtype)
-        order = list(range(sub.num_timesteps))[::-1]
-        for i in progress(order) if progress else order:
-            t = torch.full((shape[0],), i, dtype=torch.long, device=device)
-            model_t = torch.full_like(t, int(sub.timestep_map[i]))
-            mean, log_var, _ = sub.p_mean_variance(model(x, model_t).to(dtype), x, t)
-            noise = torch.randn(shape, generator=generator, dtype=torch.float32).to(device, dtype)
-            x = mean + (i > 0) * torch.exp(0.5 * log_var) * noise
-        return x
+    def respace(self, timesteps: list[int]) -> GaussianDiffusion:
+        """The same process on a subsequence of its timesteps (betas recomputed from abar; IDDPM respacing).
 
-    @torch.no_grad()
-    def sample_ddim(self, model: Denoiser, shape: tuple[int, ...], steps: int = 50, eta: float = 0.0,
-                    generator: torch.Generator | None = None, device: torch.device | str = "cpu",
-                    dtype: torch.dtype = torch.float32, progress: Callable | None = None) -> torch.Tensor:
-        """DDIM sampling (eta = 0: deterministic) on `steps` evenly spaced timesteps."""
-        ts = _spaced_timesteps(self.num_timesteps, steps)
-        x = torch.randn(shape, generator=generator, dtype=torch.float32).to(device, dtype)
-        c = shape[1]
-        pairs = list(zip(ts[::-1], [*ts[::-1][1:], -1]))
-        for t_now, t_next in progress(pairs) if progress else pairs:
-            t = torch.full((shape[0],), t_now, dtype=torch.long, device=device)
-            eps = model(x, t)[:, :c].to(dtype)
-            a = float(self.alphas_cumprod[t_now])
-            a_next = float(self.alphas_cumprod[t_next]) if t_next >= 0 else 1.0
-            x0 = (x - math.sqrt(1 - a) * eps) / math.sqrt(a)
-            sigma = eta * math.sqrt((1 - a_next) / (1 - a) * (1 - a / a_next))
-            noise = torch.randn(shape, generator=generator, dtype=torch.float32).to(device, dtype)
-            x = math.sqrt(a_next) * x0 + math.sqrt(max(1 - a_next - sigma**2, 0.0)) * eps + sigma * noise
-        return x
+        The result's `timestep_map[i]` is the original timestep of its step i.
+        """
+        sub = GaussianDiffusion(DiffusionConfig(len(timesteps)), alphas_cumprod=self.alphas_cumprod[timesteps])
+        sub.timestep_map = torch.tensor(timesteps)
+        return sub
 
 
 def classifier_free_guidance(model: Callable[..., torch.Tensor], scale: float, cond: dict, uncond: dict
@@ -167,6 +142,13 @@ def classifier_free_guidance(model: Callable[..., torch.Tensor], scale: float, c
         return torch.cat([eps, out_c[:, c:]], dim=1)
 
     return denoise
+
+
+def _learned_sigma(output: torch.Tensor, channels: int) -> bool:
+    if output.shape[1] not in (channels, 2 * channels):
+        raise ValueError(f"the model output has {output.shape[1]} channels; expected {channels} (noise) or "
+                         f"{2 * channels} (noise and learned variance) for {channels} latent channels")
+    return output.shape[1] == 2 * channels
 
 
 def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
@@ -192,16 +174,8 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log
     return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_delta))
 
 
-def _spaced_timesteps(num_timesteps: int, steps: int) -> list[int]:
+def spaced_timesteps(num_timesteps: int, steps: int) -> list[int]:
+    """`steps` evenly spaced timesteps over [0, num_timesteps), ascending, first 0 and last T - 1."""
     if not 1 <= steps <= num_timesteps:
         raise ValueError(f"steps must be in [1, {num_timesteps}], got {steps}")
     return sorted({round(i * (num_timesteps - 1) / max(steps - 1, 1)) for i in range(steps)})
-
-
-def _respaced(base: GaussianDiffusion, steps: int | None) -> GaussianDiffusion:
-    """The same process restricted to `steps` evenly spaced timesteps (betas recomputed from abar)."""
-    timesteps = _spaced_timesteps(base.num_timesteps, steps or base.num_timesteps)
-    config = DiffusionConfig(len(timesteps), learn_sigma=base.config.learn_sigma)
-    sub = GaussianDiffusion(config, alphas_cumprod=base.alphas_cumprod[timesteps])
-    sub.timestep_map = torch.tensor(timesteps)
-    return sub

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 from einops import rearrange
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -29,6 +29,7 @@ from ea_dit.atomic import atomic_write, atomic_write_text
 from ea_dit.blocks import VideoDiTBlock
 from ea_dit.config import VideoDiTConfig
 from ea_dit.embeddings import AdaLNSingle, CaptionProjection, PatchEmbed
+from ea_dit.files import load_safetensors, read_json_object
 from ea_dit.grid_reshape import TokenGrid
 from ea_dit.motion_module import MotionModule
 from ea_dit.pixart import config_from_pixart, convert_pixart_state_dict, load_diffusers_weights
@@ -70,7 +71,8 @@ class VideoDiT(nn.Module):
         self.blocks = nn.ModuleList([
             VideoDiTBlock(d, c.num_heads, c.mlp_ratio, attention_bias=c.attention_bias, norm_eps=c.norm_eps,
                           norm_elementwise_affine=c.norm_elementwise_affine, backend=c.attention_backend,
-                          motion_module=self._make_motion_module(i))
+                          motion_module=self._make_motion_module(i), self_attention=c.block_attention(i),
+                          window_size=c.window_size, window_global_keys=c.window_global_keys)
             for i in range(c.depth)])
         self.long_skips = nn.ModuleList([nn.Linear(d, d) for _ in range(c.num_long_skips)])
         self.final_layer = FinalLayer(d, c.patch_size, c.out_channels)
@@ -205,6 +207,9 @@ class VideoDiT(nn.Module):
         if not latents.is_floating_point():
             raise TypeError(f"latents has dtype {latents.dtype}; expected a floating-point tensor")
         b, ch, f, hh, ww = latents.shape
+        if 0 in (b, f, hh, ww):
+            raise ValueError(f"latents have shape {tuple(latents.shape)}; VideoDiT needs at least one video, "
+                             "one frame and one latent pixel")
         if ch != c.in_channels:
             raise ValueError(f"latents have {ch} channels; this VideoDiT was built for in_channels={c.in_channels}")
         if hh % c.patch_size or ww % c.patch_size:
@@ -230,6 +235,11 @@ class VideoDiT(nn.Module):
         for name, t in (("text_embeds", text_embeds), ("text_mask", text_mask)):
             if t is not None and t.device != latents.device:
                 raise ValueError(f"{name} is on {t.device} but latents are on {latents.device}")
+        # One cheap pass each (no work next to the blocks) so NaN/inf input fails here, not as NaN noise.
+        if not torch.compiler.is_compiling():
+            for name, t in (("latents", latents), ("text_embeds", text_embeds)):
+                if not bool(torch.isfinite(t).all()):
+                    raise ValueError(f"{name} contains NaN or infinite values; VideoDiT needs finite input")
         return b, ch, f, hh, ww
 
     def _broadcast_timestep(self, timestep, batch: int) -> torch.Tensor:
@@ -282,30 +292,33 @@ class VideoDiT(nn.Module):
                 `motion_module_positions=(0, 2)`. For a PixArt folder the motion modules and U-ViT skips
                 (absent there) are freshly initialised, i.e. zero: the result computes PixArt's output.
         """
+        VideoDiTConfig.check_keys(overrides, "override")
         folder = Path(path)
+        if folder.is_file():
+            raise NotADirectoryError(f"{folder} is a file; VideoDiT.from_pretrained takes the folder that holds "
+                                     f"{CONFIG_NAME} and {WEIGHTS_NAME} (here perhaps {folder.parent})")
         if not (folder / CONFIG_NAME).is_file() and (folder / "transformer" / CONFIG_NAME).is_file():
             folder = folder / "transformer"
         config_file = folder / CONFIG_NAME
         if not config_file.is_file():
             raise FileNotFoundError(f"{config_file} does not exist; expected a folder written by "
                                     "VideoDiT.save_pretrained or a diffusers PixArtTransformer2DModel folder")
-        try:
-            raw = json.loads(config_file.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{config_file} is not valid JSON: {err}") from err
+        raw = read_json_object(config_file)
         class_name = raw.get("_class_name")
         if class_name == "PixArtTransformer2DModel":
-            config = VideoDiTConfig.from_dict({**config_from_pixart(raw, config_file), **overrides})
+            config = _config_from(config_file, lambda: VideoDiTConfig.from_dict(
+                {**config_from_pixart(raw, config_file), **overrides}, source=str(config_file)))
             model = cls(config)
             state = convert_pixart_state_dict(load_diffusers_weights(folder), config)
             fresh = True  # PixArt has no motion modules or skips: they stay freshly (zero-)initialised
         elif class_name in (None, cls.__name__):
-            config = VideoDiTConfig.from_dict({**raw, **overrides})
+            config = _config_from(config_file, lambda: VideoDiTConfig.from_dict({**raw, **overrides},
+                                                                                 source=str(config_file)))
             model = cls(config)
             weights = folder / WEIGHTS_NAME
             if not weights.is_file():
                 raise FileNotFoundError(f"{weights} does not exist (config.json is there)")
-            state = load_file(weights)
+            state = load_safetensors(weights)
             fresh = False
         else:
             raise ValueError(f"{config_file} describes a {class_name!r}; VideoDiT loads its own folders and "
@@ -318,4 +331,14 @@ class VideoDiT(nn.Module):
                              f"{'...' if len(bad_missing) > 8 else ''}, unexpected {unexpected[:8]}"
                              f"{'...' if len(unexpected) > 8 else ''}")
         return model.to(device=device, dtype=dtype).eval()
+
+
+def _config_from(config_file: Path, build) -> VideoDiTConfig:
+    """`build()`, with a bad value's message prefixed by the file it came from."""
+    try:
+        return build()
+    except ValueError as err:
+        if str(config_file) in str(err):
+            raise
+        raise ValueError(f"{config_file}: {err}") from None
 

@@ -20,13 +20,12 @@ Key correspondence (diffusers -> VideoDiT):
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from ea_dit.config import VideoDiTConfig
+from ea_dit.files import load_safetensors, read_json_object
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 WEIGHTS_INDEX = "diffusion_pytorch_model.safetensors.index.json"
@@ -70,12 +69,12 @@ def load_diffusers_weights(folder: Path) -> dict[str, torch.Tensor]:
     """The state dict of a diffusers model folder (single or sharded safetensors)."""
     single, index = folder / WEIGHTS, folder / WEIGHTS_INDEX
     if single.is_file():
-        return load_file(single)
+        return load_safetensors(single)
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        shards = sorted(set(read_json_object(index).get("weight_map", {}).values()))
         state: dict[str, torch.Tensor] = {}
         for shard in shards:
-            state.update(load_file(folder / shard))
+            state.update(load_safetensors(folder / shard))
         return state
     raise FileNotFoundError(f"{folder} has no {WEIGHTS} or {WEIGHTS_INDEX}; only safetensors weights are read "
                             "(re-save a .bin checkpoint with save_pretrained(safe_serialization=True))")

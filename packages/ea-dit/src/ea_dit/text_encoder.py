@@ -6,13 +6,49 @@ cross-attention. `transformers` is imported only when a model is loaded.
 
 from __future__ import annotations
 
+import difflib
 import os
+import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
 PIXART_MAX_LENGTH = 120
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def check_local_path(value: str | os.PathLike, what: str = "text encoder") -> None:
+    """Raise FileNotFoundError at once when `value` reads as a local path that does not exist.
+
+    A path is a value starting with ``.``, ``/`` or ``~``, holding a backslash or more than one ``/``,
+    or an ``a/b`` whose ``a`` is a folder here (``runs/text_encodr`` next to ``runs/``); a hub id is
+    ``owner/name`` with no such folder. Without this check a typo'd folder becomes a hub download that
+    retries for about 25 s before failing.
+    """
+    text = str(value)
+    path = Path(text).expanduser()
+    if path.exists():
+        return
+    parts = text.replace("\\", "/").split("/")
+    looks_local = (text.startswith((".", "/", "~")) or "\\" in text or len(parts) > 2
+                   or (len(parts) == 2 and Path(parts[0]).is_dir()))
+    if not looks_local:
+        return
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    hint = ""
+    if parent.is_dir() and parent == path.parent:
+        close = difflib.get_close_matches(path.name, sorted(p.name for p in parent.iterdir()), n=1)
+        hint = f"; did you mean {str(parent / close[0])!r}?" if close else ""
+    elif parent != path.parent:
+        hint = f"; {parent} exists but {path.relative_to(parent).parts[0]!r} is not in it"
+    raise FileNotFoundError(f"{what} path {text!r} does not exist{hint}")
 
 
 class T5TextEncoder(nn.Module):
@@ -44,16 +80,27 @@ class T5TextEncoder(nn.Module):
             from transformers import AutoTokenizer, T5EncoderModel
         except ImportError as err:
             raise ImportError("T5TextEncoder needs the transformers package (pip install transformers)") from err
-        model_path, tok_path = str(path_or_id), tokenizer_path
-        local = Path(path_or_id)
+        check_local_path(path_or_id)
+        if tokenizer_path is not None:
+            check_local_path(tokenizer_path, "tokenizer")
+        local = Path(path_or_id).expanduser()
+        if not local.exists() and _offline():
+            hub_kwargs.setdefault("local_files_only", True)  # offline: no download attempts, no retries
+        model_path, tok_path = str(local) if local.exists() else str(path_or_id), tokenizer_path
         if local.is_dir() and (local / "text_encoder").is_dir():
             model_path = str(local / "text_encoder")
             if tok_path is None and (local / "tokenizer").is_dir():
                 tok_path = local / "tokenizer"
         if local.exists() and not local.is_dir():
             raise ValueError(f"{local} is a file; expected a folder with a T5 model and tokenizer, or a hub id")
-        tokenizer = AutoTokenizer.from_pretrained(str(tok_path or model_path), **hub_kwargs)
-        model = T5EncoderModel.from_pretrained(model_path, dtype=dtype, **hub_kwargs)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(tok_path or model_path), **hub_kwargs)
+            model = T5EncoderModel.from_pretrained(model_path, dtype=dtype, **hub_kwargs)
+        except OSError as err:
+            if local.exists() or not hub_kwargs.get("local_files_only"):
+                raise
+            raise OSError(f"text encoder {str(path_or_id)!r} is not a local folder and not in the Hugging Face "
+                          "cache, and downloads are off (HF_HUB_OFFLINE); give a local path or go online") from err
         model.eval().requires_grad_(False)
         return cls(model.to(device), tokenizer, max_length=max_length).eval()
 
@@ -69,9 +116,20 @@ class T5TextEncoder(nn.Module):
             raise TypeError("prompts must be a string or a list of strings")
         if len(prompts) == 0:
             raise ValueError("prompts is empty; give at least one prompt")
+        self._warn_truncation(prompts)
         tokens = self.tokenizer(list(prompts), padding="max_length", max_length=self.max_length, truncation=True,
                                 add_special_tokens=True, return_tensors="pt")
         return tokens.input_ids, tokens.attention_mask.to(torch.bool)
+
+    def _warn_truncation(self, prompts) -> None:
+        """Warn, per prompt, how many tokens past `max_length` are dropped (PixArt keeps the first 120)."""
+        lengths = [len(ids) for ids in self.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]]
+        for i, n in enumerate(lengths):
+            if n > self.max_length:
+                kept = self.tokenizer.decode(self.tokenizer(prompts[i], add_special_tokens=False)["input_ids"]
+                                             [: self.max_length - 1][-24:])
+                warnings.warn(f"prompt {i} has {n} tokens but the text encoder keeps {self.max_length}: the last "
+                              f"{n - self.max_length} are dropped (everything after ...{kept!r})", stacklevel=3)
 
     @torch.no_grad()
     def forward(self, prompts: str | list[str]) -> tuple[torch.Tensor, torch.Tensor]:

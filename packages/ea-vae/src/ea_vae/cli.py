@@ -7,7 +7,10 @@
 Videos are resized to a multiple of 8 (``--size``) and trimmed to ``1 + 4k`` frames. The latents file
 holds the unscaled latents ``(1, C, 1 + k, H/8, W/8)`` under ``"latents"``; its safetensors metadata holds
 the fps, the original and model sizes and the model config, so ``decode`` restores the original size.
-Bad input (a missing, corrupt or non-video file) exits with code 2 and a one-line message.
+Bad input (a missing, corrupt or non-video file, a truncated model, an output path that is one of the
+inputs) exits with code 2 and a one-line message; nothing the user gave is overwritten. Changes to the
+video the model needs (frames trimmed to 1 + 4k, sizes rounded to multiples of 8, even output sizes)
+are reported on stderr.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import dataclasses
 import importlib
 import json
+import os
 import sys
 import time
 from contextlib import contextmanager
@@ -27,17 +31,49 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .atomic import atomic_write
+from .files import WeightsFileError
 from .metrics import psnr, ssim
 from .model import SliceVAE
 from .video_io import VideoReadError, frames_to_tensor, read_video, tensor_to_frames, write_video
 
 LATENTS_FORMAT = "ea-vae-latents/1"
+# Containers that take the H.264 stream `write_video` produces, plus animated GIF.
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".gif")
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 
 
 class CLIError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
+
+
+def _note(text: str) -> None:
+    """Tell the user about a change to their video; stderr, so stdout stays the result."""
+    print(f"ea-vae: note: {text}", file=sys.stderr)
+
+
+def _refuse_overwrite(output: Path, *inputs: Path) -> None:
+    """Raise unless `output` is a different file from every input (after links, `..` and hard links)."""
+    for src in inputs:
+        same = output.resolve() == src.resolve()
+        if not same and output.exists() and src.exists():
+            same = os.path.samefile(output, src)
+        if same:
+            raise CLIError(f"output {output} is the same file as the input {src}; refusing to overwrite it "
+                           "(choose another output path)")
+
+
+def _model_files(args: argparse.Namespace) -> list[Path]:
+    folder = Path(args.model)
+    return [folder / "config.json", folder / "model.safetensors"]
+
+
+def _check_video_output(path: Path) -> None:
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        got = f"suffix {path.suffix!r}" if path.suffix else "no suffix"
+        raise CLIError(f"output {path} has {got}; a video path must end in one of {', '.join(VIDEO_SUFFIXES)}")
+    if path.is_dir():
+        raise CLIError(f"output {path} is a folder; give a video file path")
 
 
 def _need(module: str):
@@ -148,7 +184,9 @@ def load_model(args: argparse.Namespace):
         raise CLIError(f"{path}: model folder does not exist")
     try:
         vae = SliceVAE.from_pretrained(path)
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+    except WeightsFileError as e:  # already names the file and the problem
+        raise CLIError(f"cannot load the model: {e}") from e
+    except (OSError, ValueError, KeyError) as e:
         raise CLIError(f"{path}: cannot load the model ({type(e).__name__}: {e})") from e
     vae = vae.to(device=_device(args.device), dtype=DTYPES[args.dtype]).eval()
     if args.no_slicing:
@@ -265,6 +303,12 @@ def load_video(path: Path, args: argparse.Namespace) -> tuple[torch.Tensor, dict
     n, height, width, _ = frames.shape
     keep = 1 + (n - 1) // 4 * 4  # trim to 1 + 4k frames
     width8, height8 = target_size(width, height, args.size)
+    if keep != n:
+        _note(f"{path}: using the first {keep} of {n} frames (SliceVAE needs 1 + 4k frames)")
+    asked = args.size if isinstance(args.size, tuple) else (width, height) if args.size is None else None
+    if asked is not None and asked != (width8, height8):
+        _note(f"{path}: the model sees {width8}x{height8} instead of {asked[0]}x{asked[1]} "
+              "(SliceVAE needs multiples of 8)")
     video = frames_to_tensor(frames[:keep])[None]
     video = resize_video(video, width8, height8)
     meta = {"fps": float(fps), "source": str(path), "source_frames": n, "num_frames": keep,
@@ -277,7 +321,10 @@ def save_video(path: Path, video: torch.Tensor, fps: float, size: tuple[int, int
     _need("av")
     _need("numpy")
     if size is not None:
-        w, h = (max(2, v // 2 * 2) for v in size)  # yuv420p needs even sizes
+        gif = path.suffix.lower() == ".gif"
+        w, h = size if gif else (max(2, v // 2 * 2) for v in size)  # yuv420p needs even sizes
+        if (w, h) != tuple(size):
+            _note(f"{path}: written at {w}x{h} instead of {size[0]}x{size[1]} (H.264 needs even sizes)")
         video = resize_video(video, w, h).clamp(-1, 1)
     write_video(path, tensor_to_frames(video[0]), fps=fps)
 
@@ -331,6 +378,7 @@ def _say(args: argparse.Namespace, text: str) -> None:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
+    _refuse_overwrite(args.latents, args.video, *_model_files(args))
     video, meta = load_video(args.video, args)
     vae = load_model(args)
     t0 = time.perf_counter()
@@ -342,6 +390,10 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
+    _refuse_overwrite(args.video, args.latents, *_model_files(args))
+    _check_video_output(args.video)
+    if args.fps is not None and not (0 < args.fps < float("inf")):
+        raise CLIError(f"--fps {args.fps}: must be a positive number")
     latents, meta = load_latents(args.latents)
     vae = load_model(args)
     _check_channels(vae, latents, args.latents)
@@ -358,6 +410,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_roundtrip(args: argparse.Namespace) -> int:
+    _refuse_overwrite(args.output, args.video, *_model_files(args))
+    _check_video_output(args.output)
     video, meta = load_video(args.video, args)
     vae = load_model(args)
     t0 = time.perf_counter()

@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from .files import POSITIVE, check_fields
+
 DOWN_BLOCK_TYPES = ("SpatialDownBlock3D", "SpatialTemporalDownBlock3D")
 UP_BLOCK_TYPES = ("SpatialUpBlock3D", "SpatialTemporalUpBlock3D")
 ACTIVATIONS = ("silu", "swish", "relu", "gelu", "mish")
@@ -55,6 +57,9 @@ class SliceVAEConfig:
     mid_block_attention_heads: int = 1
 
     def __post_init__(self) -> None:
+        check_fields(self, {name: POSITIVE for name in (
+            "in_channels", "out_channels", "latent_channels", "block_out_channels", "layers_per_block",
+            "norm_num_groups", "norm_eps", "scaling_factor", "mid_block_attention_heads")})
         self.block_out_channels = tuple(int(c) for c in self.block_out_channels)
         self.down_block_types = tuple(self.down_block_types)
         self.up_block_types = tuple(self.up_block_types)
@@ -124,6 +129,8 @@ class SliceVAEConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SliceVAEConfig:
         """Build a config from `to_dict()` output; keys starting with `_` (e.g. `_class_name`) are ignored."""
+        if not isinstance(d, dict):
+            raise ValueError(f"SliceVAEConfig: expected a JSON object (key: value), got a {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(k for k in d if k not in names and not k.startswith("_"))
         if unknown:

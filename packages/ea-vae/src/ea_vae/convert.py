@@ -15,15 +15,14 @@ the EasyAnimate V5 mid-block `attentions.0.*`) keeps its name.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
 from .config import SliceVAEConfig
+from .files import load_safetensors, load_torch_weights, read_json_object
 
 DIFFUSERS_CLASS = "AutoencoderKLMagvit"
 
@@ -98,15 +97,15 @@ def load_diffusers_state_dict(folder: str | Path) -> tuple[dict[str, torch.Tenso
     index = folder / "diffusion_pytorch_model.safetensors.index.json"
     binary = folder / "diffusion_pytorch_model.bin"
     if single.is_file():
-        state, source = load_file(str(single)), single
+        state, source = load_safetensors(single), single
     elif index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        shards = sorted(set(read_json_object(index).get("weight_map", {}).values()))
         state = {}
         for shard in shards:
-            state.update(load_file(str(folder / shard)))
+            state.update(load_safetensors(folder / shard))
         source = index
     elif binary.is_file():
-        state, source = torch.load(binary, map_location="cpu", weights_only=True), binary
+        state, source = load_torch_weights(binary), binary
     else:
         raise FileNotFoundError(f"{folder}: AutoencoderKLMagvit folder without diffusion_pytorch_model weights")
     return state_dict_from_diffusers(state), source

@@ -21,7 +21,13 @@ def empty_frames(b: int, t: int, c: int, h: int, w: int, like: torch.Tensor) -> 
 
 
 def to_frames(x: torch.Tensor) -> torch.Tensor:
-    """`(B, C, T, H, W)` -> frames-first `(B, T, C, H, W)`, channels-last per frame (one copy)."""
+    """`(B, C, T, H, W)` -> frames-first `(B, T, C, H, W)`, channels-last per frame.
+
+    A view when `x` already has that memory layout (`torch.channels_last_3d`, as `ea_data`'s loader
+    batches do), else one copy.
+    """
+    if x.is_contiguous(memory_format=torch.channels_last_3d):
+        return x.permute(0, 2, 1, 3, 4)
     b, c, t, h, w = x.shape
     out = empty_frames(b, t, c, h, w, x)
     out.copy_(x.permute(0, 2, 1, 3, 4))

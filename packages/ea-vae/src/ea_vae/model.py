@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from .atomic import atomic_write, atomic_write_text
@@ -45,6 +45,7 @@ from .causal_conv_fast import conv_normed
 from .config import SliceVAEConfig
 from .convert import config_from_diffusers, is_diffusers_config, load_diffusers_state_dict
 from .distribution import DiagonalGaussian
+from .files import load_safetensors, read_json_object
 from .layout import pointwise_conv, to_frames
 from .stream import StreamCache, Workspace
 from .tiling import Tile, make_tiles
@@ -192,6 +193,8 @@ class SliceVAE(nn.Module):
             raise ValueError(f"{name} has shape {tuple(x.shape)}; SliceVAE expects {layout}{hint}")
         if x.shape[1] != channels:
             raise ValueError(f"{name} has {x.shape[1]} channels (shape {tuple(x.shape)}); SliceVAE expects {layout}")
+        if x.shape[0] == 0:
+            raise ValueError(f"{name} has batch size 0 (shape {tuple(x.shape)}); SliceVAE needs at least one video")
         p = self.post_quant_conv.weight
         if not x.is_floating_point():
             raise TypeError(f"{name} has dtype {x.dtype}; SliceVAE expects floating point values")
@@ -201,6 +204,9 @@ class SliceVAE(nn.Module):
             raise TypeError(
                 f"{name} is {x.dtype} but the SliceVAE weights are {p.dtype}; use x.to({p.dtype}) or vae.to({x.dtype})"
             )
+        # One cheap pass (a fraction of the first conv's cost) so NaN/inf input fails here, not as a NaN video.
+        if not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} contains NaN or infinite values; SliceVAE needs finite input")
 
     def _tiles(self, lat_h: int, lat_w: int, encode: bool) -> list[Tile]:
         sc = self.config.spatial_compression
@@ -340,17 +346,22 @@ class SliceVAE(nn.Module):
         packages, the model comes back in eval mode (call `.train()` to train it), in `dtype` on `device`.
         """
         path = Path(path)
+        if path.is_file():
+            raise NotADirectoryError(f"{path} is a file; SliceVAE.from_pretrained takes the folder that holds "
+                                     f"config.json and model.safetensors (here perhaps {path.parent})")
         if not (path / "config.json").is_file() and (path / "vae" / "config.json").is_file():
             path = path / "vae"
         cfg_file = path / "config.json"
         if not cfg_file.is_file():
-            raise FileNotFoundError(f"{path}: no config.json (expected a SliceVAE or diffusers AutoencoderKLMagvit folder)")
-        try:
-            raw = json.loads(cfg_file.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{cfg_file}: not valid JSON ({e})") from e
+            where = "" if path.exists() else "; the folder does not exist"
+            raise FileNotFoundError(f"{path}: no config.json{where} (expected a SliceVAE or diffusers "
+                                    "AutoencoderKLMagvit folder)")
+        raw = read_json_object(cfg_file)
         if is_diffusers_config(raw):
-            config = config_from_diffusers(raw)
+            try:
+                config = config_from_diffusers(raw)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{cfg_file}: {e}") from None
             state, source = load_diffusers_state_dict(path)
         else:
             if raw.get("_class_name", "SliceVAE") != "SliceVAE":
@@ -358,11 +369,11 @@ class SliceVAE(nn.Module):
             try:
                 config = SliceVAEConfig.from_dict(raw)
             except (TypeError, ValueError) as e:
-                raise ValueError(f"{cfg_file}: {e}") from e
+                raise ValueError(f"{cfg_file}: {e}") from None
             source = path / "model.safetensors"
             if not source.is_file():
                 raise FileNotFoundError(f"{path}: no model.safetensors next to config.json")
-            state = load_file(str(source))
+            state = load_safetensors(source)
         model = cls(config)
         model.load_checked(state, source)
         if dtype is not None or device is not None:

@@ -20,10 +20,11 @@ import re
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from .atomic import atomic_write
+from .files import load_state_dict
 
 # VGG16 configuration "D": channels of each conv, "M" = 2x2 max pool.
 _VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
@@ -105,23 +106,6 @@ class LPIPS(nn.Module):
         return atomic_write(path, lambda tmp: save_file(state, str(tmp)))
 
 
-def _read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: perceptual-loss weights file does not exist")
-    try:
-        if path.suffix == ".safetensors":
-            return load_file(str(path))
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path}: cannot read perceptual-loss weights ({type(e).__name__}: {e})") from e
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
-    return state
-
-
 def convert_lpips_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Map torchvision / lpips-package keys to this module's names; unrelated keys are dropped."""
     out = {}
@@ -148,7 +132,7 @@ def load_lpips_weights(model: LPIPS, *paths: str | os.PathLike) -> None:
         raise ValueError("load_lpips_weights needs at least one weights file")
     merged: dict[str, torch.Tensor] = {}
     for p in paths:
-        merged.update(convert_lpips_keys(_read_state_dict(p)))
+        merged.update(convert_lpips_keys(load_state_dict(p)))
     expected = model.state_dict()
     missing = sorted(set(expected) - set(merged))
     if missing:

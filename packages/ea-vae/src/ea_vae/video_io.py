@@ -1,6 +1,7 @@
 """Reading and writing video files with PyAV (the `video` extra: `pip install ea-vae[video]`).
 
-This is the project's single home for video file I/O: `ea_data` and `ea_captions` import it.
+This is the project's single home for video file I/O: `ea_data` and `ea_captions` import it; media
+formats (extensions, WebDataset sample names) and decoding from bytes are in :mod:`ea_vae.media`.
 Frames are numpy arrays `(F, H, W, 3)` uint8 RGB; model tensors are `(3, F, H, W)` float in [-1, 1].
 """
 

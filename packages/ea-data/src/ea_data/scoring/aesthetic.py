@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .motion import load_state_dict
+from ea_vae.files import load_state_dict
+
 from .text import spread
 
 DEFAULT_AESTHETIC_FRAMES = 4

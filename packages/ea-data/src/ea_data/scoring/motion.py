@@ -18,11 +18,12 @@ Backends:
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
+
+from ea_vae.files import load_state_dict
 
 DEFAULT_WORK_SIZE = 256
 
@@ -72,23 +73,6 @@ def opencv_motion_score(frames: np.ndarray, work_size: int = DEFAULT_WORK_SIZE,
     gray = [cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), (w, h), interpolation=interp) for f in frames]
     mags = [np.linalg.norm(flow(a, b), axis=-1).mean() for a, b in zip(gray[:-1], gray[1:])]
     return float(np.mean(mags))
-
-
-def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load a state dict from `.safetensors` or a torch file (weights_only=True); errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: weight file does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    sd = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict):
-        raise ValueError(f"{path}: expected a state dict (name -> tensor), got {type(sd).__name__}")
-    return sd
 
 
 class RaftMotion:
