@@ -25,7 +25,7 @@ from typing import NamedTuple
 import torch
 from einops import rearrange
 
-__all__ = ["TokenGrid", "check_tokens", "grid_reshape", "grid_unreshape", "temporal_attention_reference"]
+__all__ = ["TokenGrid", "check_grid", "check_tokens", "grid_reshape", "grid_unreshape", "temporal_attention_reference"]
 
 
 class TokenGrid(NamedTuple):
@@ -44,6 +44,18 @@ class TokenGrid(NamedTuple):
         return (self.height // grid) * (self.width // grid)
 
 
+def check_grid(tokens: TokenGrid, grid: int, what: str) -> None:
+    """Raise ValueError unless the token grid has frames and splits into Grid Reshape cells of g x g."""
+    f, h, w = tokens
+    if grid < 1:
+        raise ValueError(f"{what}: Grid Reshape cell size must be >= 1, got grid={grid}")
+    if f < 1:
+        raise ValueError(f"{what}: num_frames must be >= 1, got {f}")
+    if h % grid or w % grid:
+        raise ValueError(f"{what}: Grid Reshape with grid={grid} needs height and width divisible by {grid}; got a "
+                         f"{h}x{w} token grid")
+
+
 def check_tokens(x: torch.Tensor, tokens: TokenGrid, grid: int, what: str) -> None:
     """Raise ValueError unless `x` is `(B*num_frames, height*width, ...)` and the grid splits into g x g cells.
 
@@ -51,19 +63,13 @@ def check_tokens(x: torch.Tensor, tokens: TokenGrid, grid: int, what: str) -> No
     inner layers only assert.
     """
     f, h, w = tokens
-    if grid < 1:
-        raise ValueError(f"{what}: Grid Reshape cell size must be >= 1, got grid={grid}")
-    if f < 1:
-        raise ValueError(f"{what}: num_frames must be >= 1, got {f}")
     if x.dim() < 2:
         raise ValueError(f"{what} has shape {tuple(x.shape)}; expected (batch*frames, height*width, ...)")
-    if x.shape[0] % f:
+    if f >= 1 and x.shape[0] % f:
         raise ValueError(f"{what} has {x.shape[0]} rows in dim 0, not a multiple of num_frames={f}")
     if x.shape[1] != h * w:
         raise ValueError(f"{what} has {x.shape[1]} tokens per frame, but height*width = {h}*{w} = {h * w}")
-    if h % grid or w % grid:
-        raise ValueError(f"{what}: Grid Reshape with grid={grid} needs height and width divisible by {grid}; got a "
-                         f"{h}x{w} token grid")
+    check_grid(tokens, grid, what)
 
 
 def grid_reshape(x: torch.Tensor, tokens: TokenGrid, grid: int = 2) -> torch.Tensor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,7 +28,9 @@ def atomic_write(target: str | os.PathLike, write: Callable[[Path], object]) -> 
     # O_EXCL: never reuse a file another writer is filling; mode 0o666 lets the umask decide, as open() does
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
+        mode = stat.S_IMODE(tmp.stat().st_mode)  # the user's normal mode, read without touching the umask
         write(tmp)
+        os.chmod(tmp, mode)  # some writers (safetensors) recreate the file as 0o600
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

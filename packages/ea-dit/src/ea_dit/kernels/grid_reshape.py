@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ea_dit.grid_reshape import TokenGrid, check_tokens
+from ea_dit.grid_reshape import TokenGrid, check_grid, check_tokens
 from ea_dit.kernels._common import check_triton_device, interpreting, next_pow2
 
 __all__ = ["grid_reshape_triton", "grid_unreshape_triton"]
@@ -123,11 +123,9 @@ def grid_unreshape_triton(y: torch.Tensor, tokens: TokenGrid, grid: int = 2) -> 
     """Triton `ea_dit.grid_reshape.grid_unreshape`: (B*cells, F*g*g, *C) -> (B*F, height*width, *C)."""
     check_triton_device(y, "grid_unreshape_triton")
     tokens = TokenGrid(*tokens)
-    f, h, w = tokens
-    # the sequences of B videos are the spatial layout of B*cells "frames" of F*g*g tokens
-    if grid < 1 or h % grid or w % grid or y.dim() < 2 or y.shape[0] % tokens.num_cells(grid) \
-            or y.shape[1] != f * grid * grid:
-        check_tokens(y.new_empty(f, h * w), tokens, grid, "grid_unreshape_triton")
-        raise ValueError(f"grid_unreshape_triton: input has shape {tuple(y.shape)}; expected "
-                         f"(batch*{tokens.num_cells(grid)} cells, {f * grid * grid}, ...)")
+    check_grid(tokens, grid, "grid_unreshape_triton")
+    f, cells = tokens.num_frames, tokens.num_cells(grid)
+    if y.dim() < 2 or y.shape[0] % cells or y.shape[1] != f * grid * grid:
+        raise ValueError(f"grid_unreshape_triton: input has shape {tuple(y.shape)}; expected (batch*{cells} cells, "
+                         f"{f}*{grid}*{grid} = {f * grid * grid}, ...)")
     return _GridUnreshape.apply(y, tokens, grid)
