@@ -19,12 +19,25 @@ the median is reported, so load changes on a shared machine hit every case alike
 The image comparison runs diffusers' `PixArtTransformer2DModel` and VideoDiT loaded from the same folder
 (`VideoDiT.from_pretrained`), at F = 1, once without motion modules (identical math) and once with them.
 Results go to `benchmarks/results/dit_throughput-<device>.json`.
+
+Multi-process training (`--nproc N`): the same training step (forward, loss, backward, AdamW step) under
+`torchrun --nproc-per-node 1` and `N`, with DDP and with FSDP2 (`fully_shard` per block; bf16 parameters
+for compute when the dtype is bf16), one batch per process (weak scaling). Reported per run: tokens/s
+per process, peak memory and (GPU) MFU; per mode: the scaling efficiency
+`tokens/s of N processes / (N x tokens/s of 1 process)`. On the CPU each process gets one thread (gloo);
+on GPUs one device per process (NCCL). Results go to `benchmarks/results/dit_throughput_nproc-<device>.json`.
+
+    uv run benchmarks/dit_throughput.py --nproc 2                       # CPU, gloo, about two minutes
+    uv run benchmarks/dit_throughput.py --nproc 8 --preset xl-16f       # GPUs: MFU and memory, DDP vs FSDP
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -66,6 +79,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="CPU threads (default 1 on the CPU: per-core numbers stay comparable on a shared machine)")
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: by GPU name)")
     p.add_argument("--out-dir", default=None, help="results folder (default benchmarks/results)")
+    p.add_argument("--nproc", type=int, default=None,
+                   help="multi-process mode: 1 vs N processes under torchrun, DDP and FSDP2")
+    p.add_argument("--parallel", nargs="+", default=["ddp", "fsdp"], help="modes for --nproc (ddp fsdp)")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: result file of one torchrun
     return p.parse_args(argv)
 
 
@@ -163,8 +180,125 @@ def _case(name: str, model, inputs, diffusers_model: bool = False, flop_step=Non
     return {"name": name, "model": model, "step": step, "flops": flops, "tokens": _tokens(inputs[0])}
 
 
+# ------------------------------------------------------------------------------------------------
+# multi-process training (--nproc)
+# ------------------------------------------------------------------------------------------------
+
+
+def _worker(args) -> None:
+    """One torchrun process: time training steps of the wrapped model; rank 0 writes the summary."""
+    import torch.distributed as dist
+
+    from ea_dit import VideoDiT, VideoDiTConfig
+    from ea_dit.training.distributed import apply_fsdp, init_distributed, wrap_ddp
+
+    ctx = init_distributed(args.device or "auto")
+    on_gpu = ctx.device.type == "cuda"
+    cfg = dict(PRESETS[args.preset or ("xl-16f" if on_gpu else "cpu-small")])
+    dtype = DTYPES[args.dtype or cfg["dtype"]]
+    frames = args.frames or cfg["frames"]
+    parallel = args.parallel[0]
+    torch.manual_seed(0)
+    config = VideoDiTConfig(hidden_size=cfg["hidden"], depth=cfg["depth"], num_heads=cfg["heads"],
+                            sample_size=cfg["size"], caption_channels=cfg["caption"],
+                            gradient_checkpointing=cfg["ckpt"])
+    model = VideoDiT(config).to(ctx.device).train()
+    inputs = _inputs(cfg, frames, ctx.device, dtype if parallel == "ddp" else torch.float32, cfg["caption"])
+    flops = _count_flops(_step_fn(model, inputs, False))  # per process, fp32 model before wrapping
+    model.zero_grad(set_to_none=True)
+    if parallel == "fsdp":
+        apply_fsdp(model, model.blocks, param_dtype=dtype if dtype != torch.float32 else None)
+        train_model = model
+    else:
+        model.to(dtype)
+        train_model = wrap_ddp(model, ctx) if dist.is_initialized() else model
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=on_gpu or None)
+    latents, t, text, mask = inputs
+
+    def step():
+        out = train_model(latents, t, text, mask)
+        out.float().square().mean().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    steps = args.steps or (10 if on_gpu else 5)
+    for _ in range(args.warmup if args.warmup is not None else (3 if on_gpu else 1)):
+        step()
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats(ctx.device)
+    times = []
+    for _ in range(steps):
+        if dist.is_initialized():
+            dist.barrier()
+        _sync(ctx.device)
+        t0 = time.perf_counter()
+        step()
+        _sync(ctx.device)
+        times.append(time.perf_counter() - t0)
+    sec = statistics.median(times)
+    tokens = _tokens(latents)
+    row = {"parallel": parallel, "nproc": ctx.world_size, "seconds_per_step": round(sec, 5),
+           "tokens_per_s_per_process": round(tokens / sec, 1), "tokens_per_s_total": round(tokens / sec * ctx.world_size, 1),
+           "model_tflops_per_step_per_process": round(flops / 1e12, 4)}
+    if on_gpu:
+        row["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(ctx.device) / 2**30, 2)
+        peak = args.peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in torch.cuda.get_device_name()), None)
+        if peak:
+            row["mfu"] = round(flops / sec / (peak * 1e12), 4)
+    rows = [row]
+    if dist.is_initialized():
+        rows = [None] * ctx.world_size
+        dist.all_gather_object(rows, row)
+    if ctx.is_main:
+        slowest = max(rows, key=lambda r: r["seconds_per_step"])  # a step ends when the slowest process ends
+        summary = {**slowest, "tokens_per_s_total": round(tokens / slowest["seconds_per_step"] * ctx.world_size, 1),
+                   "preset": args.preset or ("xl-16f" if on_gpu else "cpu-small"), "frames": frames,
+                   "dtype": str(dtype).replace("torch.", ""), "per_process": rows}
+        Path(args.worker).write_text(json.dumps(summary))
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def main_nproc(args) -> None:
+    """1 vs N processes for each mode; scaling efficiency = N-process tokens/s / (N x 1-process tokens/s)."""
+    n = args.nproc
+    on_gpu = torch.cuda.is_available() and args.device != "cpu"
+    passthrough = [a for pair in (("--preset", args.preset), ("--device", args.device), ("--dtype", args.dtype),
+                                  ("--frames", args.frames), ("--steps", args.steps), ("--warmup", args.warmup),
+                                  ("--peak-tflops", args.peak_tflops)) if pair[1] is not None for a in map(str, pair)]
+    env = {**os.environ}
+    if not on_gpu:
+        env["OMP_NUM_THREADS"] = str(args.threads or 1)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for parallel in args.parallel:
+            runs = {}
+            for procs in sorted({1, n}):
+                out = Path(tmp) / f"{parallel}-{procs}.json"
+                cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(procs),
+                       str(Path(__file__).resolve()), "--worker", str(out), "--parallel", parallel, *passthrough]
+                print("$", " ".join(cmd), flush=True)
+                subprocess.run(cmd, check=True, env=env)
+                runs[procs] = json.loads(out.read_text())
+                r = runs[procs]
+                print(f"{parallel} x{procs}: {r['tokens_per_s_per_process']:.1f} tok/s per process, "
+                      f"{r['tokens_per_s_total']:.1f} total" + (f", MFU {r['mfu']:.3f}" if "mfu" in r else "")
+                      + (f", peak {r['peak_memory_gib']} GiB" if "peak_memory_gib" in r else ""), flush=True)
+            eff = runs[n]["tokens_per_s_total"] / (n * runs[1]["tokens_per_s_total"])
+            print(f"{parallel}: scaling efficiency {n} vs 1 process: {eff:.3f}", flush=True)
+            results += [runs[1], {**runs[n], "scaling_efficiency_vs_1": round(eff, 4)}]
+    config = {"nproc": n, "parallel": args.parallel, "backend": "nccl" if on_gpu else "gloo",
+              "threads_per_process": None if on_gpu else int(env["OMP_NUM_THREADS"]), "weak_scaling": True}
+    path = save_results("dit_throughput_nproc", results, config, out_dir=args.out_dir)
+    print(f"wrote {path}")
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.worker:
+        return _worker(args)
+    if args.nproc:
+        return main_nproc(args)
     from ea_dit import VideoDiT, VideoDiTConfig
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))

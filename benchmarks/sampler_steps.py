@@ -78,6 +78,20 @@ def measure(pipe: TextToVideoPipeline, shape: dict, prompts: list[str], seeds: l
     return row
 
 
+def markdown_table(rows: list[dict]) -> str:
+    """Sampler x steps table of direction match rate (colour match rate; latent RMS to the reference)."""
+    steps = sorted({r["steps"] for r in rows})
+    lines = ["| sampler | " + " | ".join(f"{s} steps" for s in steps) + " |", "|---|" + "---|" * len(steps)]
+    for sampler in dict.fromkeys(r["sampler"] for r in rows):
+        cells = []
+        for s in steps:
+            r = next((r for r in rows if r["sampler"] == sampler and r["steps"] == s), None)
+            rms = f"; {r['latent_rms_to_reference']:.3f}" if r and "latent_rms_to_reference" in r else ""
+            cells.append(f"{r['direction']:.0%} ({r['color']:.0%}{rms})" if r else "")
+        lines.append(f"| {sampler} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     a = parse_args(argv)
     pipe, info = load_pipeline(a.run, a.device)
@@ -104,6 +118,7 @@ def main(argv=None) -> int:
     config = {"run": str(a.run), **shape, "guidance_scale": a.guidance_scale, "seeds_per_triple": a.seeds,
               "held_out_triples": len(held_out), "reference_steps": a.reference_steps}
     print(f"wrote {save_results('sampler_steps', rows, config=config, out_dir=a.out_dir)}")
+    print(markdown_table(rows))
     return 0
 
 

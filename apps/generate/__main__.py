@@ -73,6 +73,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fps", type=POSITIVE_FLOAT, default=None, help="frame rate of the files (default: the run's, else 8)")
     p.add_argument("--device", default="auto", help="cuda, cpu or auto")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    p.add_argument("--lora", default=None, help="LoRA adapters (train_dit's <out>/lora.safetensors) for the DiT")
+    p.add_argument("--lora-scale", type=float, default=1.0, help="adapter strength (0: the base model; default 1)")
     p.add_argument("--out", default="runs/generate", help="output folder (default runs/generate)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files of the same name")
     a = p.parse_args(argv)
@@ -142,15 +144,28 @@ def main(argv=None) -> int:
     files = output_paths(out, a.prompt, a.seed)
     existing = [str(p) for pair in files for p in pair if p.exists()]
     if existing and not a.overwrite:
-        print(f"error: {', '.join(existing)} already exist(s); pass --overwrite to replace, or change "
-              f"--seed or --out", file=sys.stderr)
+        print(f"error: would overwrite {', '.join(existing)}; pass --overwrite to replace, or change --seed "
+              f"or --out", file=sys.stderr)
         return 2
 
     from ea_data.progress import progress_bar
     from ea_vae.video_io import tensor_to_frames, write_video
 
     device, dtype = pick_device(a.device), DTYPES[a.dtype]
-    pipe = TextToVideoPipeline(*load_models(paths["dit"], paths["vae"], paths["text_encoder"], device, dtype))
+    try:
+        dit, vae, text_encoder = load_models(paths["dit"], paths["vae"], paths["text_encoder"], device, dtype)
+    except (OSError, ValueError) as e:  # the loaders name the file and what is wrong with it
+        print(f"error: cannot load the models: {e}", file=sys.stderr)
+        return 2
+    if a.lora:
+        from ea_dit.lora import load_lora
+
+        try:
+            load_lora(dit, a.lora, a.lora_scale)
+        except (OSError, ValueError) as e:
+            print(f"error: --lora {a.lora}: {e}", file=sys.stderr)
+            return 2
+    pipe = TextToVideoPipeline(dit, vae, text_encoder)
     shape = resolve_shape(a, run, pipe)
     fps = a.fps or float(run.get("fps", 8.0))
     sampler = a.sampler or run.get("sampler", "dpmpp_2m")
@@ -166,6 +181,7 @@ def main(argv=None) -> int:
         return 2
     settings = {"negative_prompt": a.negative_prompt, "sampler": sampler, "steps": steps,
                 "guidance_scale": guidance_scale, **shape, "fps": fps, "dtype": a.dtype,
+                "lora": a.lora, "lora_scale": a.lora_scale if a.lora else None,
                 **{k: str(v) for k, v in paths.items()}}
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "samples.jsonl", "a") as record:

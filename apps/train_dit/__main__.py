@@ -34,13 +34,22 @@ from pathlib import Path
 
 import torch
 
+from ea_dit.lora import DEFAULT_TARGETS, add_lora, lora_parameters, merge_lora, save_lora
 from ea_dit.t2v import TextToVideoPipeline, pixel_multiple, scale_latents
-from ea_dit.training import MetricsLog, plot_metrics, resume, save_checkpoint, write_run_config
+from ea_dit.training import (
+    CheckpointError,
+    MetricsLog,
+    plot_metrics,
+    resume,
+    save_checkpoint,
+    write_run_config,
+)
 from ea_dit.training.distributed import (
     all_gather_objects,
     all_reduce_mean,
     apply_fsdp,
     barrier,
+    batch_offset,
     clip_grad_norm,
     close_distributed,
     full_state_dict,
@@ -66,7 +75,6 @@ from _shared import (  # noqa: E402
 MAY_CHANGE = frozenset({"steps", "log_every", "save_every", "sample_prompts", "sample_steps", "device", "dtype",
                         "batch_size", "grad_accum",
                         "parallel", "gradient_checkpointing", "attention_backend", "tensorboard", "num_workers"})
-SAMPLE_STRIDE = 1 << 16  # noise index stride between (micro-batch, process) slots; > any batch size
 
 
 @dataclass
@@ -105,6 +113,9 @@ class TrainDiTConfig:
     log_every: int = 5
     save_every: int = 50
     tensorboard: bool = True
+    lora_rank: int = 0  # > 0: train LoRA adapters of this rank only (the base DiT frozen)
+    lora_alpha: float = 0.0  # 0: the rank (adapter factor 1)
+    lora_targets: tuple[str, ...] = ()  # module-name suffixes (default: attention and MLP projections)
     sample_prompts: tuple[str, ...] = ()
     sample_steps: int = 20  # 0: no samples at the end
 
@@ -116,6 +127,9 @@ def parse_args(argv=None) -> TrainDiTConfig:
              "resolution_schedule": "bucket base size by step, e.g. 256:0,512:20000 (overrides --size)",
              "bucket_by": "aspect_ratio: fixed batch size; token_length: batch sizes scaled to --token-budget",
              "parallel": "under torchrun: ddp (replicated) or fsdp (FSDP2 fully_shard per block)",
+             "lora_rank": "train LoRA adapters of rank R on the attention and MLP projections (base frozen); "
+                          "adapter-only weights go to <out>/lora.safetensors, final/ holds the merged model",
+             "lora_targets": f"a module-name suffix to adapt (default: {', '.join(DEFAULT_TARGETS)})",
              "sample_prompts": "a prompt to sample at the end (default: captions of the first batch)"}
     cfg = parse_config(TrainDiTConfig, argv, "uv run apps/train_dit", __doc__, helps,
                        {"model": ("tiny", "xl"), "stage": STAGES, "parallel": ("ddp", "fsdp"),
@@ -124,6 +138,8 @@ def parse_args(argv=None) -> TrainDiTConfig:
     if cfg.stage == "motion" and not cfg.dit:
         # The output layer of a fresh DiT is zero: no gradient would reach the motion modules.
         raise SystemExit("error: --stage motion needs a pretrained DiT (--dit PATH, e.g. the image stage's final/)")
+    if cfg.lora_rank < 0:
+        raise SystemExit(f"error: --lora-rank must be >= 0, got {cfg.lora_rank}")
     for name in ("steps", "batch_size", "grad_accum", "log_every", "save_every"):
         if getattr(cfg, name) < 1:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
@@ -190,7 +206,14 @@ def train(cfg: TrainDiTConfig) -> Path:
     sc = vae.config.spatial_compression
     schedule = resolution_schedule(cfg)
     dit = build_dit(cfg, vae.config.latent_channels, caption_channels, schedule[-1][1] // sc).to(device)
-    params = trainable_parameters(dit, cfg.stage)
+    lora = None
+    if cfg.lora_rank:
+        lora = {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha or cfg.lora_rank,
+                "targets": tuple(cfg.lora_targets) or DEFAULT_TARGETS}
+        add_lora(dit, lora["rank"], lora["targets"], lora["alpha"])
+        params = lora_parameters(dit)
+    else:
+        params = trainable_parameters(dit, cfg.stage)
     if not params:
         raise ValueError(f"--stage {cfg.stage}: the DiT has no parameters to train (no motion modules?)")
     ema = copy.deepcopy(dit).eval().requires_grad_(False)
@@ -204,6 +227,7 @@ def train(cfg: TrainDiTConfig) -> Path:
         train_module = wrap_ddp(dit, ctx)
     else:
         train_module = dit
+    params = [p for p in dit.parameters() if p.requires_grad]  # fully_shard replaced them with sharded ones
     pairs = [(pe, pm) for pe, pm in zip(ema.parameters(), dit.parameters()) if pm.requires_grad]
     opt = adamw(params, lr=cfg.lr, weight_decay=cfg.weight_decay, device=device)
     diffusion = GaussianDiffusion()
@@ -250,12 +274,15 @@ def train(cfg: TrainDiTConfig) -> Path:
         set_lr(opt, cfg.lr * lr_factor(step, cfg.warmup_steps, cfg.steps, cfg.lr_schedule))
         opt.zero_grad(set_to_none=True)
         totals = torch.zeros(5, dtype=torch.float64)  # loss, mse, vb (sums over samples), samples, tokens
+        seen = 0  # samples of this step's global batch before the current micro-batch
         for micro in range(cfg.grad_accum):
             batch = next(batches)
             video, captions = batch["pixel_values"].to(device), list(batch["caption"])
             first_captions = first_captions or captions
             b = len(captions)
-            gens = sample_generators(cfg.seed, step, (micro * ctx.world_size + ctx.rank) * SAMPLE_STRIDE, b)
+            offset, total = batch_offset(b, device)  # this process's samples in the step's global batch
+            gens = sample_generators(cfg.seed, step, seen + offset, b)
+            seen += total
             with torch.no_grad():
                 posterior = vae.encode(video)
                 eps = randn_per_sample(posterior.mean.shape[1:], gens, device)
@@ -286,7 +313,7 @@ def train(cfg: TrainDiTConfig) -> Path:
             log.write(step, loss=totals[0].item() / n, mse=totals[1].item() / n, vb=totals[2].item() / n,
                       grad_norm=grad_norm.item(), lr=opt.param_groups[0]["lr"],
                       samples_per_s=window["samples"] / elapsed, tokens_per_s=window["tokens"] / elapsed,
-                      peak_mem_gib=peak_memory_gib(device))
+                      peak_mem_gib=peak_memory_gib(device), base_size=schedule[segment][1])
             window = {"t": time.perf_counter(), "samples": 0.0, "tokens": 0.0}
             bar.set_postfix(loss=f"{totals[0].item() / n:.4f}")
         if step % cfg.save_every == 0 or step == cfg.steps:
@@ -295,7 +322,7 @@ def train(cfg: TrainDiTConfig) -> Path:
                              "world_size": ctx.world_size, "config": asdict(cfg)})
     bar.close()
     log.close()
-    final = export_dit(ema, out / "final", main)
+    final = export_dit(ema, out / "final", main, lora, out / "lora.safetensors")
     if main:
         plot_metrics(out / "metrics.jsonl", out / "loss.png", keys=["loss", "mse", "vb", "grad_norm", "lr"])
         if cfg.sample_steps > 0:
@@ -310,14 +337,22 @@ def train(cfg: TrainDiTConfig) -> Path:
     return Path(final)
 
 
-def export_dit(model, path: Path, main: bool) -> Path:
-    """Save `model` (plain, DDP-owned or FSDP-sharded) as a `VideoDiT.from_pretrained` folder (rank 0)."""
+def export_dit(model, path: Path, main: bool, lora: dict | None = None, lora_path: Path | None = None) -> Path:
+    """Save `model` (plain, DDP-owned or FSDP-sharded) as a `VideoDiT.from_pretrained` folder (rank 0).
+
+    With LoRA adapters, the adapters alone go to `lora_path` and the folder holds the merged model.
+    """
     from ea_dit import VideoDiT
 
     state = full_state_dict(model)  # collective; complete on rank 0
     if main:
         plain = VideoDiT(copy.deepcopy(model.config))
+        if lora:
+            add_lora(plain, lora["rank"], lora["targets"], lora["alpha"])
         plain.load_state_dict(state)
+        if lora:
+            save_lora(plain, lora_path, lora["rank"], lora["alpha"], lora["targets"])
+            merge_lora(plain)
         plain.save_pretrained(path)
     barrier()
     return path
@@ -339,7 +374,7 @@ def main(argv=None) -> int:
             return 2
     try:
         train(cfg)
-    except ValueError as e:
+    except (ValueError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:

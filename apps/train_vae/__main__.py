@@ -23,12 +23,20 @@ from pathlib import Path
 
 import torch
 
-from ea_dit.training import MetricsLog, plot_metrics, resume, save_checkpoint, write_run_config
+from ea_dit.training import (
+    CheckpointError,
+    MetricsLog,
+    plot_metrics,
+    resume,
+    save_checkpoint,
+    write_run_config,
+)
 from ea_dit.training.distributed import (
     all_gather_objects,
     all_reduce_gradients,
     all_reduce_mean,
     barrier,
+    batch_offset,
     close_distributed,
     randn_per_sample,
     sample_generators,
@@ -111,8 +119,9 @@ def train(cfg: TrainVAEConfig) -> Path:
                              disc_2d_channels=16 if cfg.model == "tiny" else 64,
                              disc_3d_channels=(16, 32, 32) if cfg.model == "tiny" else (64, 128, 256))
     loss_fn = VAELoss(loss_cfg).to(device)
-    if cfg.stage == "decoder":
+    if cfg.stage == "decoder":  # the latent space stays fixed: encoder and its quant_conv frozen
         vae.encoder.requires_grad_(False)
+        vae.quant_conv.requires_grad_(False)
     g_params = [q for q in vae.parameters() if q.requires_grad] + loss_fn.generator_parameters()
     opt_g = torch.optim.Adam(g_params, lr=cfg.lr, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(loss_fn.discriminator_parameters(), lr=cfg.lr, betas=(0.5, 0.9))
@@ -140,7 +149,7 @@ def train(cfg: TrainVAEConfig) -> Path:
     x = None
     for batch in endless_batches(loader) if step < cfg.steps else ():
         x = batch["pixel_values"].to(device)
-        gens = sample_generators(cfg.seed, step, ctx.rank * 65_536, x.shape[0])  # rank-independent noise
+        gens = sample_generators(cfg.seed, step, batch_offset(x.shape[0], device)[0], x.shape[0])
         posterior = vae.encode(x)
         z = posterior.mean + posterior.std * randn_per_sample(posterior.mean.shape[1:], gens, device)
         x_hat = vae.decode(z)
@@ -211,7 +220,7 @@ def main(argv=None) -> int:
         return 2
     try:
         train(cfg)
-    except ValueError as e:
+    except (ValueError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:

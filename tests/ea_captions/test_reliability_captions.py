@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import stat
 import tarfile
 
 import numpy as np
@@ -64,6 +66,9 @@ def test_invalid_json_sample_is_skipped_recorded_and_the_run_goes_on(tmp_path):
     assert a["s1.png"] == _png(100)
     assert json.loads(a["s0.json"])["caption"] == "An image with mean red level 200 and nothing else."
     assert json.loads(b["t0.json"])["caption"] == "An image with mean red level 10 and nothing else."
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE((out / "a.tar").stat().st_mode) == 0o666 & ~umask  # the user's usual mode
 
 
 @pytest.mark.parametrize("cls, kwargs, says", [

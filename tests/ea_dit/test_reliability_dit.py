@@ -188,3 +188,13 @@ def test_long_prompt_warns_how_much_is_dropped(t5_folder):
                                          r"are dropped \(everything after \.\.\.'x+'\)"):
         ids, mask = enc.tokenize(["short", "x" * 10_000])
     assert ids.shape == (2, 120) and bool(mask[1].all())
+
+
+def test_truncated_text_encoder_weights_name_the_file(t5_folder, tmp_path):
+    folder = tmp_path / "t5"
+    shutil.copytree(t5_folder, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-64])
+    with pytest.raises(WeightsFileError, match="is truncated") as e:
+        T5TextEncoder.from_pretrained(folder)
+    assert str(weights) in str(e.value)

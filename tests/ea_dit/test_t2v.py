@@ -68,6 +68,15 @@ def test_pipeline_lands_on_the_guided_target_and_decodes_unscaled(sampler):
     torch.testing.assert_close(video, (expected.expand_as(video)).clamp(-1, 1), atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("scale", [0.0, 1.0, 3.0])
+def test_guidance_scale(scale):
+    # 0: the unconditional model (target 0); 1: the conditional one alone; w: w * target.
+    vae = FakeVAE()
+    pipe = TextToVideoPipeline(OracleDiT(), vae, text_encoder)
+    latents = pipe.generate_latents(["abc"], 1, 8, 8, steps=6, guidance_scale=scale, sampler="dpmpp_2m")
+    torch.testing.assert_close(latents, torch.full_like(latents, scale * 0.3), atol=1e-4, rtol=0)
+
+
 def test_latent_scaling_has_one_owner():
     vae = FakeVAE()
     video = torch.rand(2, 3, 5, 16, 16) * 2 - 1

@@ -145,10 +145,13 @@ def test_broken_config_json_names_the_file(files, tmp_path, capsys, text, says):
     _one_line_error(capsys, "config.json", says)
 
 
-def test_a_file_given_instead_of_the_model_folder(files):
+def test_a_file_given_instead_of_the_model_folder(files, tmp_path, capsys):
     with pytest.raises(NotADirectoryError, match=r"is a file; .* takes the folder .* perhaps") as e:
         SliceVAE.from_pretrained(files / "vae" / "model.safetensors")
     assert str(files / "vae") in str(e.value)
+    weights = str(files / "vae" / "model.safetensors")
+    assert main(["encode", str(files / "in.mp4"), str(tmp_path / "l.st"), "--model", weights]) == 2
+    _one_line_error(capsys, f"{weights} is a file", f"perhaps {files / 'vae'}")
 
 
 # ----------------------------------------------------------------------------- item 5: configs validated
@@ -175,6 +178,11 @@ def test_config_values_are_checked_naming_the_key(files, tmp_path, key, value, s
     (model / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match=says):
         SliceVAE.from_pretrained(model)
+
+
+def test_misspelled_config_key_gets_the_close_match():
+    with pytest.raises(ValueError, match="'latent_chanels': did you mean 'latent_channels'"):
+        SliceVAEConfig.from_dict({**SliceVAEConfig.tiny().to_dict(), "latent_chanels": 4})
 
 
 def test_config_from_a_json_list_is_refused():

@@ -77,6 +77,19 @@ def load_safetensors(path: str | os.PathLike, device: str = "cpu") -> dict[str, 
         raise WeightsFileError(f"{path}: {safetensors_problem(path)} ({type(e).__name__}: {e})") from None
 
 
+def check_safetensors_folder(folder: str | os.PathLike) -> None:
+    """Raise WeightsFileError naming the first `*.safetensors` file in `folder` that does not open
+    (for errors raised inside other libraries' loaders, which do not name the file)."""
+    from safetensors import safe_open
+
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except Exception as e:
+            raise WeightsFileError(f"{path}: {safetensors_problem(path)} ({type(e).__name__}: {e})") from None
+
+
 def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
     """Parse a JSON file that must hold one object (``{"key": value, ...}``); errors name the file."""
     path = Path(path)

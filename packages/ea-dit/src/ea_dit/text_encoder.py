@@ -96,8 +96,12 @@ class T5TextEncoder(nn.Module):
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(tok_path or model_path), **hub_kwargs)
             model = T5EncoderModel.from_pretrained(model_path, dtype=dtype, **hub_kwargs)
-        except OSError as err:
-            if local.exists() or not hub_kwargs.get("local_files_only"):
+        except Exception as err:
+            if local.is_dir():  # transformers' SafetensorError names no file: find and name it
+                from ea_dit.files import check_safetensors_folder
+
+                check_safetensors_folder(model_path)
+            if not isinstance(err, OSError) or local.exists() or not hub_kwargs.get("local_files_only"):
                 raise
             raise OSError(f"text encoder {str(path_or_id)!r} is not a local folder and not in the Hugging Face "
                           "cache, and downloads are off (HF_HUB_OFFLINE); give a local path or go online") from err

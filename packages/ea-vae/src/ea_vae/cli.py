@@ -184,7 +184,7 @@ def load_model(args: argparse.Namespace):
         raise CLIError(f"{path}: model folder does not exist")
     try:
         vae = SliceVAE.from_pretrained(path)
-    except WeightsFileError as e:  # already names the file and the problem
+    except (WeightsFileError, NotADirectoryError, FileNotFoundError) as e:  # these name the file and the problem
         raise CLIError(f"cannot load the model: {e}") from e
     except (OSError, ValueError, KeyError) as e:
         raise CLIError(f"{path}: cannot load the model ({type(e).__name__}: {e})") from e

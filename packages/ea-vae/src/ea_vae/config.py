@@ -7,6 +7,7 @@ channels 128/256/512/512, 16 latent channels, 8x spatial and 4x temporal compres
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,7 +135,9 @@ class SliceVAEConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(k for k in d if k not in names and not k.startswith("_"))
         if unknown:
-            raise ValueError(f"SliceVAEConfig: unknown config keys {unknown}")
+            close = {k: difflib.get_close_matches(k, sorted(names), n=1) for k in unknown}
+            hints = "".join(f"; {k!r}: did you mean {c[0]!r}?" for k, c in close.items() if c)
+            raise ValueError(f"SliceVAEConfig: unknown config keys {unknown}{hints}")
         return cls(**{k: v for k, v in d.items() if k in names})
 
     @classmethod

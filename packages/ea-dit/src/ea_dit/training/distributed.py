@@ -106,6 +106,16 @@ def all_gather_objects(obj) -> list:
     return out
 
 
+def batch_offset(local_batch: int, device: torch.device | None = None) -> tuple[int, int]:
+    """`(index of this process's first sample in the global batch, global batch size)`: ranks in order."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return 0, local_batch
+    sizes = torch.zeros(dist.get_world_size(), dtype=torch.int64, device=device)
+    sizes[dist.get_rank()] = local_batch
+    dist.all_reduce(sizes)
+    return int(sizes[: dist.get_rank()].sum()), int(sizes.sum())
+
+
 def sample_generators(seed: int, step: int, first: int, count: int) -> list[torch.Generator]:
     """One CPU generator per sample of the global batch, seeded by `(seed, step, sample index)`.
 
