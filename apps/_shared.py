@@ -16,8 +16,6 @@ from pathlib import Path
 
 import torch
 
-from ea_dit.training import check_run_config, init_distributed
-
 # --------------------------------------------------------------------------------------------------
 # configuration
 # --------------------------------------------------------------------------------------------------
@@ -50,6 +48,9 @@ def start_run(cfg, may_change: frozenset[str] | set[str]):
     folder of a different configuration. Writes nothing: the trainer writes `config.json` once resume
     has decided. Returns `(DistContext, out folder)`.
     """
+    # deferred: ea_dit.training loads torch.distributed.checkpoint, which only the trainers need
+    from ea_dit.training import check_run_config, init_distributed
+
     ctx = init_distributed(cfg.device)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)

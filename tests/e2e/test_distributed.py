@@ -116,6 +116,16 @@ def test_fsdp_two_processes_match_one_and_resume_on_one(tmp_path, same_clip_shar
     _same_final(one_process[0], fsdp)
 
 
+@pytest.mark.slow
+def test_gradient_accumulation_matches_the_larger_batch(tmp_path, same_clip_shards, tiny_models, one_process):
+    """One process, 2 micro-batches of 2 per step == one batch of 4 (noise seeded by global sample index)."""
+    out = tmp_path / "accum"
+    assert load_app("train_dit").main(_args(same_clip_shards, tiny_models, out, 2, 2, 2, "ddp", "--grad-accum", "2")) == 0
+    steps, losses = _losses(out)
+    assert steps == [1, 2]
+    np.testing.assert_allclose(losses, one_process[1][:2], rtol=1e-4, atol=1e-6)
+
+
 def test_more_processes_than_shards_is_a_clear_error(same_clip_shards):
     shared = load_app("_shared")
     with pytest.raises(ValueError, match=r"2 shard\(s\) for 3 process\(es\)"):

@@ -105,6 +105,19 @@ def test_metrics_log_truncates_on_resume(tmp_path):
     assert not (tmp_path / "off.jsonl").exists()
 
 
+def test_metrics_log_writes_tensorboard_events(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    log = MetricsLog(tmp_path / "metrics.jsonl")
+    for step in (1, 2):
+        log.write(step, loss=1.0 / step, lr=1e-4)
+    log.close()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("loss")] == [(1, 1.0), (2, 0.5)]
+    assert "lr" in events.Tags()["scalars"]
+
+
 def test_lr_schedule_closed_form():
     assert [lr_factor(s, 4, 100) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     assert lr_factor(4, 4, 104, "cosine") == 1.0
