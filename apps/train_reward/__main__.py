@@ -10,8 +10,9 @@ gradients only through the chosen denoising steps (`--grad-steps last | last_k |
 scores; the causal Slice VAE decodes a latent prefix exactly), scores the frames with the reward loaded
 from `--reward` (a folder with reward.json, see `ea_data.scoring.rewards`) and minimises
 `--loss-scale * |max_reward - reward|`. The DiT is checkpointed per block and per differentiated step.
-`--train` picks the parameters that learn; the rest stay exactly as loaded. The DiT is written to
-`--out/dit` (save_pretrained) and the rewards per iteration to `--out/metrics.jsonl`.
+`--train` picks the parameters that learn (default: LoRA adapters, written alone to
+`--out/lora.safetensors`, loadable with `ea_dit.lora.load_lora`); the rest stay exactly as loaded.
+Other choices write the whole DiT to `--out/dit`. Rewards per iteration go to `--out/metrics.jsonl`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _shared import DTYPES, pick_device  # noqa: E402
 
-TRAINABLE = ("all", "attention", "cross_attention", "motion")
+TRAINABLE = ("lora", "all", "attention", "cross_attention", "motion")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -48,9 +49,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--grad-steps", choices=("last", "last_k", "random"), default="last")
     p.add_argument("--grad-k", type=int, default=1, help="steps with gradients for last_k / random")
     p.add_argument("--scored-latents", type=int, default=1, help="latents decoded and scored (1 = first frame)")
-    p.add_argument("--train", choices=TRAINABLE, default="attention",
-                   help="parameters that learn: all, self/cross attention projections, cross-attention only, "
-                        "or motion modules")
+    p.add_argument("--train", choices=TRAINABLE, default="lora",
+                   help="parameters that learn: LoRA adapters on the attention/MLP projections (saved alone), "
+                        "all, self/cross attention projections, cross-attention only, or motion modules")
+    p.add_argument("--lora-rank", type=int, default=128, help="LoRA rank (the reference uses 128)")
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--loss-scale", type=float, default=None, help="default: 10 / max_reward")
     p.add_argument("--iters", type=int, default=100)
@@ -60,9 +62,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def trainable_parameters(dit: torch.nn.Module, which: str) -> list[torch.nn.Parameter]:
-    """The parameters `--train` names; all others are frozen (requires_grad False)."""
-    if which == "all":
+def trainable_parameters(dit: torch.nn.Module, which: str, lora_rank: int = 128) -> list[torch.nn.Parameter]:
+    """The parameters `--train` names (adding LoRA adapters for "lora"); all others are frozen."""
+    if which == "lora":
+        from ea_dit.lora import add_lora, lora_parameters
+
+        add_lora(dit, rank=lora_rank)
+        params = lora_parameters(dit)
+    elif which == "all":
         params = list(dit.parameters())
     elif which == "motion":
         params = dit.motion_module_parameters()
@@ -102,7 +109,7 @@ def main(argv=None) -> int:
         if not 1 <= a.scored_latents <= shape[1]:
             raise ValueError(f"--scored-latents {a.scored_latents}: the video has {shape[1]} latents")
         choose_grad_steps(a.steps, a.grad_steps, a.grad_k)  # validates the strategy against --steps
-        params = trainable_parameters(dit, a.train)
+        params = trainable_parameters(dit, a.train, a.lora_rank)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -145,8 +152,14 @@ def main(argv=None) -> int:
             if it % max(1, a.iters // 20) == 0 or it == a.iters - 1:
                 print(f"iter {it}: reward {row['reward']:.4f} loss {row['loss']:.4f}", flush=True)
     dit.eval()
-    dit.save_pretrained(out / "dit")
-    print(f"wrote {out / 'dit'}")
+    if a.train == "lora":
+        from ea_dit.lora import DEFAULT_TARGETS, save_lora
+
+        path = save_lora(dit, out / "lora.safetensors", rank=a.lora_rank, alpha=float(a.lora_rank),
+                         targets=DEFAULT_TARGETS)
+    else:
+        path = dit.save_pretrained(out / "dit")
+    print(f"wrote {path}")
     return 0
 
 

@@ -43,3 +43,11 @@ def test_train_reward_changes_only_cross_attention(tmp_path, tiny_models):
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(".cross_attn." in k for k in changed), sorted(changed)[:5]
     assert app.main([*args[:-4], "--scored-latents", "9", "--iters", "1"]) == 2  # only 2 latents
+    # LoRA (the default): only the adapters are written, and they moved away from their zero init
+    lora_args = [*args[:args.index("--train")], "--train", "lora", "--lora-rank", "4", "--iters", "1",
+                 "--out", str(tmp_path / "lora")]
+    assert app.main(lora_args) == 0
+    adapters = load_file(tmp_path / "lora" / "lora.safetensors")
+    assert adapters and all(".lora_down." in k or ".lora_up." in k for k in adapters)
+    assert any(v.abs().sum() > 0 for k, v in adapters.items() if ".lora_up." in k)
+    assert not (tmp_path / "lora" / "dit").exists()

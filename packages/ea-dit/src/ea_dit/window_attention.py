@@ -45,6 +45,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from ea_dit.grid_reshape import TokenGrid
+
 ORDERS = ("fhw", "fwh", "hfw", "hwf", "wfh", "whf")  # token orders, slowest axis first
 KERNELS = ("auto", "flex", "blocks")
 FLEX_MIN_TOKENS = 4096  # "auto" compiles FlexAttention on the CPU only from this many tokens
@@ -455,8 +457,9 @@ class HybridWindowAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, num_frames: int, height: int, width: int) -> torch.Tensor:
-        """x: (B, F*H*W, C) tokens, frame-major then row-major -> same shape."""
+    def forward(self, x: torch.Tensor, tokens: TokenGrid) -> torch.Tensor:
+        """x: (B, F*H*W, C) tokens, frame-major then row-major; tokens = (F, H, W) -> same shape."""
+        num_frames, height, width = tokens
         if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"HybridWindowAttention input has shape {tuple(getattr(x, 'shape', ()))}; expected "
                              f"(batch, frames*height*width, {self.dim})")
