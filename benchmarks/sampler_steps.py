@@ -43,7 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--samplers", nargs="+", choices=sorted(SAMPLERS), default=["dpmpp_2m", "ddim", "euler", "ddpm"])
     p.add_argument("--steps", nargs="+", type=int, default=[5, 10, 15, 25, 50])
     p.add_argument("--seeds", type=int, default=2, help="seeds per held-out triple (default 2)")
-    p.add_argument("--guidance-scale", type=float, default=4.5)
+    p.add_argument("--guidance-scale", type=float, default=None, help="default: the run's, else 4.5")
     p.add_argument("--reference-steps", type=int, default=200, help="0: no ODE reference")
     p.add_argument("--batch", type=int, default=16, help="clips per generation call")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -95,6 +95,8 @@ def markdown_table(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     a = parse_args(argv)
     pipe, info = load_pipeline(a.run, a.device)
+    if a.guidance_scale is None:
+        a.guidance_scale = float(info.get("guidance_scale", 4.5))
     size = info.get("height", pipe.default_size)
     shape = {"frames": int(info.get("frames", 9)), "height": int(size), "width": int(info.get("width", size))}
     held_out = HELD_OUT[:a.limit] if a.limit else HELD_OUT

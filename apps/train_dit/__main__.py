@@ -71,8 +71,10 @@ from _shared import (  # noqa: E402
     video_loader,
 )
 
+CACHE_DRAWS = 1 << 40  # generator index of latent-cache batch draws: apart from every sample's noise index
+
 # settings that may change between a run and its resumption (everything else must match --out's config)
-MAY_CHANGE = frozenset({"steps", "log_every", "save_every", "sample_prompts", "sample_steps", "device", "dtype",
+MAY_CHANGE = frozenset({"steps", "time_limit", "val_every", "log_every", "save_every", "sample_prompts", "sample_steps", "device", "dtype",
                         "batch_size", "grad_accum",
                         "parallel", "gradient_checkpointing", "attention_backend", "tensorboard", "num_workers"})
 
@@ -118,6 +120,11 @@ class TrainDiTConfig:
     lora_targets: tuple[str, ...] = ()  # module-name suffixes (default: attention and MLP projections)
     sample_prompts: tuple[str, ...] = ()
     sample_steps: int = 20  # 0: no samples at the end
+    time_limit: float = 0.0  # seconds of training after which the run stops early and saves (0: none)
+    latent_cache: str = ""  # folder of cached VAE latents + T5 embeddings (built from --data if missing)
+    cache_passes: int = 2  # passes over --data when building --latent-cache (random frame windows vary)
+    val_cache: str = ""  # latent cache of held-out clips: validation loss at fixed timesteps and noise
+    val_every: int = 0  # steps between validation losses (0: only at the end when --val-cache is given)
 
 
 def parse_args(argv=None) -> TrainDiTConfig:
@@ -130,7 +137,13 @@ def parse_args(argv=None) -> TrainDiTConfig:
              "lora_rank": "train LoRA adapters of rank R on the attention and MLP projections (base frozen); "
                           "adapter-only weights go to <out>/lora.safetensors, final/ holds the merged model",
              "lora_targets": f"a module-name suffix to adapt (default: {', '.join(DEFAULT_TARGETS)})",
-             "sample_prompts": "a prompt to sample at the end (default: captions of the first batch)"}
+             "sample_prompts": "a prompt to sample at the end (default: captions of the first batch)",
+             "time_limit": "stop after this many seconds of training (checkpoint and final/ are written as at "
+                           "--steps); 0: no limit",
+             "latent_cache": "train from cached VAE latents and T5 embeddings in this folder (ea_dit.latent_cache): "
+                             "built once from --data if missing, then no VAE or T5 runs per step",
+             "val_cache": "a latent cache of held-out clips (ea_dit.latent_cache): logs val_mse of the EMA model "
+                          "at fixed timesteps and noise (ea_dit.training.validation)"}
     cfg = parse_config(TrainDiTConfig, argv, "uv run apps/train_dit", __doc__, helps,
                        {"model": ("tiny", "xl"), "stage": STAGES, "parallel": ("ddp", "fsdp"),
                         "bucket_by": ("aspect_ratio", "token_length"), "lr_schedule": ("constant", "cosine"),
@@ -240,6 +253,16 @@ def train(cfg: TrainDiTConfig) -> Path:
                             bucket_by=cfg.bucket_by, token_budget=cfg.token_budget or None, rank=ctx.rank,
                             world_size=ctx.world_size)
 
+    cache = val = None
+    if cfg.latent_cache:
+        if len(schedule) > 1:
+            raise ValueError("--latent-cache stores one resolution: it cannot be combined with --resolution-schedule")
+        cache = open_latent_cache(cfg, vae, text_encoder, make_loader(0), main)
+    if cfg.val_cache:
+        from ea_dit.latent_cache import LatentCache
+
+        val = LatentCache(cfg.val_cache)
+
     ckpt_dir = out / "checkpoints"
     modules = {"dit": dit, "ema": ema}
     state = resume(ckpt_dir, modules, {"opt": opt})
@@ -264,31 +287,47 @@ def train(cfg: TrainDiTConfig) -> Path:
     bar = tqdm(total=cfg.steps, initial=step, desc="train_dit", unit="step", disable=not main,
                mininterval=1 if sys.stderr.isatty() else 30)
     dit.train()
-    batches = endless_batches(loader)
+    batches = endless_batches(loader) if cache is None else None
     window = {"t": time.perf_counter(), "samples": 0.0, "tokens": 0.0}
+    started = None  # the time limit counts training, not the data loader's start-up
+    if val is not None and step == 0 and main:
+        log.write(0, **validation(ema, diffusion, val))
     while step < cfg.steps:
         new_segment = segment_at(schedule, step)
-        if new_segment != segment:  # progressive resolution: next bucket base size from this step on
+        if new_segment != segment and cache is None:  # progressive resolution: next base size from this step on
             segment, loader = new_segment, make_loader(new_segment)
             batches = endless_batches(loader)
+        started = started or time.perf_counter()
         set_lr(opt, cfg.lr * lr_factor(step, cfg.warmup_steps, cfg.steps, cfg.lr_schedule))
         opt.zero_grad(set_to_none=True)
         totals = torch.zeros(5, dtype=torch.float64)  # loss, mse, vb (sums over samples), samples, tokens
         seen = 0  # samples of this step's global batch before the current micro-batch
         for micro in range(cfg.grad_accum):
-            batch = next(batches)
-            video, captions = batch["pixel_values"].to(device), list(batch["caption"])
+            if cache is None:
+                batch = next(batches)
+            else:  # a random cached batch, drawn from (seed, step, micro-batch, process) like the noise
+                slot = CACHE_DRAWS + micro * ctx.world_size + ctx.rank
+                batch = cache.batch(cfg.batch_size, sample_generators(cfg.seed, step, slot, 1)[0])
+            captions = list(batch["caption"])
             first_captions = first_captions or captions
             b = len(captions)
             offset, total = batch_offset(b, device)  # this process's samples in the step's global batch
             gens = sample_generators(cfg.seed, step, seen + offset, b)
             seen += total
             with torch.no_grad():
-                posterior = vae.encode(video)
-                eps = randn_per_sample(posterior.mean.shape[1:], gens, device)
-                latents = scale_latents(vae, posterior.mean + posterior.std * eps)
+                if cache is None:
+                    posterior = vae.encode(batch["pixel_values"].to(device))
+                    mean, std = scale_latents(vae, posterior.mean), scale_latents(vae, posterior.std)
+                else:  # cached mean and std are already scaled
+                    mean, std = batch["mean"].to(device), batch["std"].to(device)
+                eps = randn_per_sample(mean.shape[1:], gens, device)
+                latents = mean + std * eps
                 drop = [torch.rand((), generator=g).item() < cfg.cfg_dropout for g in gens]
-                embeds, mask = text_encoder(["" if d else c for c, d in zip(captions, drop)])
+                dropped = ["" if d else c for c, d in zip(captions, drop)]
+                if cache is None:
+                    embeds, mask = text_encoder(dropped)
+                else:
+                    embeds, mask = (x.to(device) for x in cache.text(dropped))
             t = torch.stack([torch.randint(0, diffusion.num_timesteps, (), generator=g) for g in gens]).to(device)
             noise = randn_per_sample(latents.shape[1:], gens, device)
             xt = diffusion.q_sample(latents, t, noise)
@@ -308,7 +347,14 @@ def train(cfg: TrainDiTConfig) -> Path:
         window["tokens"] += totals[4].item()
         step += 1
         bar.update(1)
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        out_of_time = cfg.time_limit > 0 and all_reduce_mean(
+            torch.tensor([float(time.perf_counter() - started >= cfg.time_limit)], device=device)).item() > 0
+        if out_of_time:
+            print(f"train_dit: --time-limit {cfg.time_limit:g} s reached at step {step}")
+        last = step == cfg.steps or out_of_time
+        if val is not None and main and (last or (cfg.val_every and step % cfg.val_every == 0)):
+            log.write(step, **validation(ema, diffusion, val))
+        if step % cfg.log_every == 0 or last:
             n, elapsed = totals[3].item(), time.perf_counter() - window["t"]
             log.write(step, loss=totals[0].item() / n, mse=totals[1].item() / n, vb=totals[2].item() / n,
                       grad_norm=grad_norm.item(), lr=opt.param_groups[0]["lr"],
@@ -316,15 +362,18 @@ def train(cfg: TrainDiTConfig) -> Path:
                       peak_mem_gib=peak_memory_gib(device), base_size=schedule[segment][1])
             window = {"t": time.perf_counter(), "samples": 0.0, "tokens": 0.0}
             bar.set_postfix(loss=f"{totals[0].item() / n:.4f}")
-        if step % cfg.save_every == 0 or step == cfg.steps:
+        if step % cfg.save_every == 0 or last:
             save_checkpoint(ckpt_dir, step, modules, {"opt": opt},
                             {"loaders": all_gather_objects(loader.state_dict()), "segment": segment,
                              "world_size": ctx.world_size, "config": asdict(cfg)})
+        if out_of_time:
+            break
     bar.close()
     log.close()
     final = export_dit(ema, out / "final", main, lora, out / "lora.safetensors")
     if main:
-        plot_metrics(out / "metrics.jsonl", out / "loss.png", keys=["loss", "mse", "vb", "grad_norm", "lr"])
+        keys = ["loss", "mse", "vb", "grad_norm", "lr"] + (["val_mse"] if val is not None else [])
+        plot_metrics(out / "metrics.jsonl", out / "loss.png", keys=keys)
         if cfg.sample_steps > 0:
             model = VideoDiT.from_pretrained(final).to(device).eval()
             prompts = list(cfg.sample_prompts) or first_captions[:2] or ["a red circle moves over a striped background"]
@@ -335,6 +384,42 @@ def train(cfg: TrainDiTConfig) -> Path:
         print(f"saved {final}; samples in {out / 'samples'}; loss plot {out / 'loss.png'}")
     barrier()
     return Path(final)
+
+
+def open_latent_cache(cfg: TrainDiTConfig, vae, text_encoder, loader, main: bool):
+    """The --latent-cache folder, built from `loader` (cfg.cache_passes epochs) by rank 0 when missing."""
+    from ea_dit.latent_cache import META_NAME, LatentCache, build_latent_cache
+
+    path = Path(cfg.latent_cache)
+    if not (path / META_NAME).exists() and main:
+        print(f"train_dit: building the latent cache {path} ({cfg.cache_passes} pass(es) over {cfg.data})")
+        device = next(vae.parameters()).device
+
+        def encode_video(video):
+            posterior = vae.encode(video.to(device))
+            return scale_latents(vae, posterior.mean), scale_latents(vae, posterior.std)
+
+        build_latent_cache(loader, encode_video, text_encoder, path, passes=cfg.cache_passes,
+                           extra_meta={"vae": str(cfg.vae), "text_encoder": str(cfg.text_encoder),
+                                       "frames": cfg.frames, "frame_stride": cfg.frame_stride, "size": cfg.size,
+                                       "scaling_factor": vae.config.scaling_factor})
+    barrier()
+    return LatentCache(path)
+
+
+def validation(model, diffusion, val) -> dict[str, float]:
+    """Validation loss of `model` on every clip of the latent cache `val` (posterior means, fixed noise)."""
+    from ea_dit.training.validation import fixed_validation_loss
+
+    latents = torch.cat([g["mean"] for g in val.groups]) if len(val.groups) == 1 else None
+    if latents is None:
+        raise ValueError("--val-cache must hold clips of one shape")
+    embeds, mask = val.text([val.captions[i] for i in val.groups[0]["caption_index"].tolist()])
+    was_training = model.training
+    model.eval()
+    out = fixed_validation_loss(model, diffusion, latents, embeds, mask)
+    model.train(was_training)
+    return out
 
 
 def export_dit(model, path: Path, main: bool, lora: dict | None = None, lora_path: Path | None = None) -> Path:

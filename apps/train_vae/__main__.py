@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -45,7 +46,7 @@ from ea_dit.training.distributed import (
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _shared import endless_batches, parse_config, start_run, video_loader  # noqa: E402
 
-MAY_CHANGE = frozenset({"steps", "log_every", "save_every", "device", "num_workers", "tensorboard", "parallel",
+MAY_CHANGE = frozenset({"steps", "time_limit", "log_every", "save_every", "device", "num_workers", "tensorboard", "parallel",
                         "batch_size"})
 
 
@@ -77,6 +78,7 @@ class TrainVAEConfig:
     log_every: int = 5
     save_every: int = 50
     tensorboard: bool = True
+    time_limit: float = 0.0  # seconds of training after which the run stops early and saves (0: none)
 
 
 def parse_args(argv=None) -> TrainVAEConfig:
@@ -87,6 +89,7 @@ def parse_args(argv=None) -> TrainVAEConfig:
     helps["stage"] = "full: encoder and decoder; decoder: the encoder frozen (fine-tune the decoder)"
     helps["slicing"] = "decode in one-latent slices while training (shared: the paper's feature sharing)"
     helps["parallel"] = "ddp only: the VAE fits on one device (FSDP is for the DiT)"
+    helps["time_limit"] = "stop after this many seconds of training (checkpoint and final/ as at --steps); 0: none"
     return parse_config(TrainVAEConfig, argv, "uv run apps/train_vae", __doc__, helps,
                         {"model": ("tiny", "base"), "stage": ("full", "decoder"),
                          "slicing": ("none", "streaming", "shared"), "parallel": ("ddp",)})
@@ -147,7 +150,9 @@ def train(cfg: TrainVAEConfig) -> Path:
     bar = tqdm(total=cfg.steps, initial=step, desc="train_vae", unit="step", disable=not main,
                mininterval=1 if sys.stderr.isatty() else 30)
     x = None
+    started = None  # the time limit counts training, not the data loader's start-up
     for batch in endless_batches(loader) if step < cfg.steps else ():
+        started = started or time.perf_counter()
         x = batch["pixel_values"].to(device)
         gens = sample_generators(cfg.seed, step, batch_offset(x.shape[0], device)[0], x.shape[0])
         posterior = vae.encode(x)
@@ -168,18 +173,23 @@ def train(cfg: TrainVAEConfig) -> Path:
             logs.update(d_logs)
         step += 1
         bar.update(1)
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        out_of_time = cfg.time_limit > 0 and all_reduce_mean(
+            torch.tensor([float(time.perf_counter() - started >= cfg.time_limit)], device=device)).item() > 0
+        if out_of_time:
+            print(f"train_vae: --time-limit {cfg.time_limit:g} s reached at step {step}")
+        last = step == cfg.steps or out_of_time
+        if step % cfg.log_every == 0 or last:
             with torch.no_grad():
                 logs["psnr"] = psnr(x_hat.clamp(-1, 1), x).mean()
             scalars = {k: v.detach().float().reshape(()) for k, v in logs.items() if v.numel() == 1}
             mean = all_reduce_mean(torch.stack(list(scalars.values())))
             log.write(step, **dict(zip(scalars, mean.tolist())))
             bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{scalars['psnr'].item():.2f}")
-        if step % cfg.save_every == 0 or step == cfg.steps:
+        if step % cfg.save_every == 0 or last:
             save_checkpoint(ckpt_dir, step, modules, optimizers,
                             {"loaders": all_gather_objects(loader.state_dict()), "world_size": ctx.world_size,
                              "config": asdict(cfg)})
-        if step >= cfg.steps:
+        if last:
             break
     bar.close()
     log.close()

@@ -38,6 +38,7 @@ from ea_data.curation import (
 from ea_data.filters import FilterConfig
 from ea_data.manifest import ManifestError, read_jsonl, sort_key, write_jsonl
 from ea_data.ray_runner import RayExecutor
+from ea_data.scenes import DEFAULT_DETECTOR, DETECTORS
 from ea_data.shards import ShardConfig
 
 EPILOG = """\
@@ -105,12 +106,12 @@ def _add_exec(p: argparse.ArgumentParser, workers: bool = True, part: bool = Tru
 
 def _add_split(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("split (scene detection and clip length)")
-    g.add_argument("--detector", choices=("adaptive+histogram", "adaptive", "content", "histogram"),
-                   default="adaptive+histogram",
-                   help="PySceneDetect detector(s) (default adaptive+histogram: cut where either finds one)")
+    g.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR,
+                   help="scene detector (default blockmatch: hard cuts, fades and dissolves; see "
+                        "packages/ea-data/README.md for the measured table)")
     g.add_argument("--threshold", type=float, default=None,
-                   help="detector threshold (default: 3.0 adaptive (also for adaptive+histogram), 27 content, "
-                        "0.03 histogram)")
+                   help="detector threshold (default: 0.4 blockmatch, 3.0 adaptive (also for adaptive+histogram), "
+                        "27 content, 0.03 histogram)")
     g.add_argument("--min-scene-len", type=int, default=15, help="minimum frames between cuts (default 15)")
     g.add_argument("--min-seconds", type=float, default=3.0, help="shortest clip kept, seconds (default 3)")
     g.add_argument("--max-seconds", type=float, default=10.0, help="longest clip, seconds (default 10)")

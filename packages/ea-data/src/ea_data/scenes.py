@@ -33,18 +33,20 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 
 from ea_vae.video_io import VideoReadError, iter_frames, video_info
 
-DETECTORS = ("adaptive+histogram", "adaptive", "content", "histogram")
-DEFAULT_DETECTOR = "adaptive+histogram"
+from .blockmatch import BlockMatchConfig, BlockMatchDetector
+
+DETECTORS = ("blockmatch", "adaptive+histogram", "adaptive", "content", "histogram", "blockmatch+histogram")
+DEFAULT_DETECTOR = "blockmatch"
 #: Default thresholds: AdaptiveDetector's score ratio, ContentDetector's HSV content change,
 #: HistogramDetector's maximum luma-histogram change (1 - correlation).
-DEFAULT_THRESHOLDS = {"adaptive": 3.0, "content": 27.0, "histogram": 0.03}
+DEFAULT_THRESHOLDS = {"blockmatch": 0.4, "adaptive": 3.0, "content": 27.0, "histogram": 0.03}
 #: AdaptiveDetector's minimum content change for a cut (PySceneDetect's default is 15).
 ADAPTIVE_MIN_CONTENT_VAL = 8.0
 #: Luma-histogram bins of HistogramDetector (PySceneDetect: 256); 64 is steadier on small frames.
@@ -55,6 +57,10 @@ DETECT_MIN_WIDTH = 256
 #: Reasons a scene is not turned into a clip.
 TOO_SHORT = "too_short"
 TOO_LONG = "too_long"
+TRANSITION = "transition"
+
+#: Kinds of scene records: a shot, or the frames of a gradual transition between two shots.
+SHOT, FADE, DISSOLVE = "shot", "fade", "dissolve"
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,10 @@ class Scene:
 
     ``scene_index`` is the index of the detected scene the span belongs to (a piece of a long scene
     keeps its scene's index), so every clip can be traced to one detected scene.
+
+    `kind` is "shot" for a shot, or "fade" (through black) / "dissolve" (any other gradual
+    transition: dissolves, wipes) for the mixed frames of a gradual transition between two shots;
+    those are never turned into clips.
     """
 
     start_frame: int
@@ -71,6 +81,7 @@ class Scene:
     end_time: float
     fps: float
     scene_index: int = 0
+    kind: str = SHOT
 
     @property
     def num_frames(self) -> int:
@@ -80,9 +91,14 @@ class Scene:
     def duration(self) -> float:
         return self.num_frames / self.fps
 
+    @property
+    def is_transition(self) -> bool:
+        return self.kind != SHOT
+
     @classmethod
-    def from_frames(cls, start_frame: int, end_frame: int, fps: float, scene_index: int = 0) -> Scene:
-        return cls(start_frame, end_frame, start_frame / fps, end_frame / fps, fps, scene_index)
+    def from_frames(cls, start_frame: int, end_frame: int, fps: float, scene_index: int = 0,
+                    kind: str = SHOT) -> Scene:
+        return cls(start_frame, end_frame, start_frame / fps, end_frame / fps, fps, scene_index, kind)
 
 
 @dataclass(frozen=True)
@@ -90,11 +106,11 @@ class DroppedScene:
     """A scene (or the leftover piece of a split scene) that was not kept, with why."""
 
     scene: Scene
-    reason: str  # TOO_SHORT or TOO_LONG
+    reason: str  # TOO_SHORT, TOO_LONG or TRANSITION
     detail: str
 
 
-def make_detectors(detector: str = DEFAULT_DETECTOR, threshold: float | None = None, min_scene_len: int = 15,
+def make_detectors(detector: str = "adaptive+histogram", threshold: float | None = None, min_scene_len: int = 15,
                    hist_threshold: float | None = None) -> list:
     """Fresh PySceneDetect detectors for `detector` (one, or two for "adaptive+histogram").
 
@@ -105,6 +121,8 @@ def make_detectors(detector: str = DEFAULT_DETECTOR, threshold: float | None = N
 
     if detector not in DETECTORS:
         raise ValueError(f"detector must be one of {DETECTORS}, got {detector!r}")
+    if "blockmatch" in detector:
+        raise ValueError("blockmatch is not a PySceneDetect detector (see ea_data.blockmatch)")
     if min_scene_len < 1:
         raise ValueError(f"min_scene_len must be >= 1 frame, got {min_scene_len}")
     out = []
@@ -136,76 +154,137 @@ def detect_scenes(path: str | os.PathLike, detector: str = DEFAULT_DETECTOR, thr
                   min_scene_len: int = 15, downscale: int | None = None, frame_skip: int = 0,
                   on_frame: Callable[[int, float, np.ndarray], None] | None = None,
                   on_cut: Callable[[int], None] | None = None,
-                  hist_threshold: float | None = None) -> list[Scene]:
-    """Split a video into scenes at the cuts PySceneDetect finds, covering every decoded frame.
+                  hist_threshold: float | None = None,
+                  on_scene: Callable[[Scene], None] | None = None,
+                  blockmatch: BlockMatchConfig | None = None) -> list[Scene]:
+    """Split a video into scenes at the cuts and gradual transitions found, covering every decoded frame.
 
     Args:
         path: video file.
-        detector: "adaptive+histogram" (default; both, see the module docstring), "adaptive"
-            (AdaptiveDetector: cut when a frame's change is `threshold` times the rolling average of
-            its neighbours), "content" (ContentDetector: cut when the HSV change exceeds `threshold`)
-            or "histogram" (HistogramDetector: cut when the luma histogram changes by > `threshold`).
-        threshold: detector threshold; None uses the default (3.0 adaptive, 27.0 content, 0.03
-            histogram). For "adaptive+histogram" it is the adaptive one.
-        hist_threshold: the histogram threshold of "adaptive+histogram" (None = 0.03).
+        detector: "blockmatch" (default; motion- and light-compensated block matching, see
+            ea_data.blockmatch: hard cuts, fades and dissolves), "adaptive+histogram" (the previous
+            default, both PySceneDetect detectors below), "adaptive" (AdaptiveDetector: cut when a
+            frame's change is `threshold` times the rolling average of its neighbours), "content"
+            (ContentDetector: cut when the HSV change exceeds `threshold`), "histogram"
+            (HistogramDetector: cut when the luma histogram changes by > `threshold`), or
+            "blockmatch+histogram". Only "blockmatch" reports gradual transitions.
+        threshold: detector threshold; None uses the default (0.4 blockmatch cut mismatch, 3.0
+            adaptive, 27.0 content, 0.03 histogram). For a pair it is the first one's.
+        hist_threshold: the histogram threshold of a pair (None = 0.03).
         min_scene_len: minimum scene length in frames between two cuts.
-        downscale: integer factor frames are shrunk by before detection; None keeps the width >= 256 px.
+        downscale: integer factor frames are shrunk by before PySceneDetect's detectors; None keeps the
+            width >= 256 px. (blockmatch works on its own fixed 96-px-wide frames.)
         frame_skip: analyse only every (frame_skip + 1)-th frame (faster; cuts are then found within
             frame_skip frames). Every frame is still decoded and passed to `on_frame`.
         on_frame: called as ``on_frame(frame_index, time_s, rgb)`` with every decoded `(H, W, 3)` uint8
             frame, in order (lets a caller reuse this decode pass).
-        on_cut: called with the frame index of each cut as soon as the detector commits it; cuts
-            arrive in increasing order, and no later cut is earlier than one already reported.
+        on_cut: called with the first frame of every scene record after the first (a cut; a gradual
+            transition's first frame and the first frame after it) as soon as it is certain, in
+            increasing order.
+        on_scene: called with every finished Scene record (shots and transitions), in order.
+        blockmatch: settings of the blockmatch detector (None = BlockMatchConfig()).
 
     Returns:
-        Scenes in order; the first starts at frame 0 and the last ends at the number of decoded frames.
+        Scene records in order, tiling the video: the first starts at frame 0, the last ends at the
+        number of decoded frames. Shots have ``kind == "shot"``; the frames of a gradual transition
+        are one record of kind "fade" or "dissolve" (never a clip, see split_scene_clips).
 
     Raises:
         VideoReadError: the file is missing, empty, not a video, or decoding fails (message names it).
     """
     if frame_skip < 0:
         raise ValueError(f"frame_skip must be >= 0, got {frame_skip}")
+    if detector not in DETECTORS:
+        raise ValueError(f"detector must be one of {DETECTORS}, got {detector!r}")
+    if min_scene_len < 1:
+        raise ValueError(f"min_scene_len must be >= 1 frame, got {min_scene_len}")
     info = video_info(path)  # raises VideoReadError naming the file
-    dets = make_detectors(detector, threshold, min_scene_len, hist_threshold)
+    names = detector.split("+")
+    bm = None
+    if "blockmatch" in names:
+        cfg = blockmatch or BlockMatchConfig()
+        if threshold is not None:
+            cfg = replace(cfg, cut_threshold=float(threshold))
+        bm = BlockMatchDetector(cfg)
+        rest = [n for n in names if n != "blockmatch"]
+        dets = make_detectors(rest[0], hist_threshold, min_scene_len) if rest else []
+    else:
+        dets = make_detectors(detector, threshold, min_scene_len, hist_threshold)
     size = _detect_size(info.width, info.height, downscale)
-    cuts: list[int] = []
+    step = frame_skip + 1
+    # Boundaries: (start, end, kind): a cut is (c, c, "cut"); a transition covers [start, end).
+    bounds: list[tuple[int, int, str]] = []
+    pending: list[tuple[int, int, str]] = []
+    records: list[Scene] = []
     n = 0  # frames decoded so far
 
-    def commit(new_cuts):
-        # Several detectors: a cut within min_scene_len of the last committed one is the same cut
-        # (or too close to be a scene); cuts are committed in increasing order.
-        for c in sorted(int(c) for c in new_cuts):
-            if 0 < c < n and (not cuts or c - cuts[-1] >= min_scene_len):
-                cuts.append(c)
-                if on_cut is not None:
-                    on_cut(c)
+    def emit(start: int, end: int, kind: str) -> None:
+        if end <= start:
+            return
+        sc = Scene.from_frames(start, end, info.fps, len(records), kind)
+        records.append(sc)
+        if on_scene is not None:
+            on_scene(sc)
 
+    def commit(upto: int) -> None:
+        # Events become certain `delay` frames after they happen; commit them in order. A cut within
+        # min_scene_len of the last boundary is the same cut (or too close to make a scene), and so is
+        # one touching a transition already committed.
+        pending.sort()
+        while pending and pending[0][0] <= upto:
+            s, e, kind = pending.pop(0)
+            last = bounds[-1][1] if bounds else 0
+            if kind == "cut":
+                if not (0 < s < n) or (bounds and (s - last < min_scene_len or s <= bounds[-1][1] + 2)):
+                    continue
+                emit(last, s, SHOT)
+                bounds.append((s, s, kind))
+            else:
+                s, e = max(s, last, 1), min(e, n)
+                if e - s < 2:
+                    continue
+                emit(last, s, SHOT)
+                emit(s, e, kind)
+                bounds.append((s, e, kind))
+            if on_cut is not None:
+                for f in sorted({s, e}):
+                    if 0 < f < n:
+                        on_cut(f)
+
+    delay = 2 * bm.cfg.lag + 2 if bm is not None else 0
+    k = 0  # index of the analysed frame (blockmatch counts analysed frames)
     for i, (t, rgb) in enumerate(iter_frames(path)):
         n = i + 1
         if on_frame is not None:
             on_frame(i, t, rgb)
-        if frame_skip and i % (frame_skip + 1):
+        if frame_skip and i % step:
             continue
-        # Bilinear shrinking (as PySceneDetect's own downscale does): an integer factor of 3-7 costs
-        # ~0.1 ms a frame against ~0.6 ms for area averaging at 960x540 -> 320x180.
         small = cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR) if size != rgb.shape[1::-1] else rgb
-        bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)  # PySceneDetect works on BGR frames (as OpenCV decodes)
-        found: list[int] = []
-        for det in dets:
-            found += det.process_frame(i, bgr)
-        commit(found)
+        if bm is not None:
+            pending.extend((s * step, e * step, kind) for kind, s, e in bm.push(k, small))
+            k += 1
+        if dets:
+            bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)  # PySceneDetect works on BGR frames (as OpenCV decodes)
+            for det in dets:
+                pending.extend((int(c), int(c), "cut") for c in det.process_frame(i, bgr))
+        commit(i - delay)
     if n == 0:
         raise VideoReadError(f"{os.fspath(path)}: no frames could be decoded")
-    commit([c for det in dets for c in det.post_process(n - 1)])
-    bounds = [0] + cuts + [n]
-    return [Scene.from_frames(a, b, info.fps, k) for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
+    if bm is not None:
+        pending.extend((s * step, e * step, kind) for kind, s, e in bm.finish())
+    for det in dets:
+        pending.extend((int(c), int(c), "cut") for c in det.post_process(n - 1))
+    commit(n)
+    emit(bounds[-1][1] if bounds else 0, n, SHOT)
+    return records
 
 
 def split_scene_clips(scenes: list[Scene], min_seconds: float = 3.0, max_seconds: float = 10.0,
                       split_long: bool = True, return_dropped: bool = False):
     """Turn scenes into clips lasting between `min_seconds` and `max_seconds` (inclusive).
 
-    Scenes shorter than `min_seconds` are dropped (TOO_SHORT). Longer than `max_seconds`: with
+    Gradual-transition records (`kind` "fade" / "dissolve") are never clips: they are dropped
+    (TRANSITION), so no clip starts or ends half-faded. Shots shorter than `min_seconds` are dropped (TOO_SHORT). Longer than `max_seconds`: with
     `split_long`, cut into the fewest equal pieces that fit (pieces differ by at most one frame); if
     equal pieces would be shorter than `min_seconds`, cut pieces of `max_seconds` and drop a leftover
     shorter than `min_seconds`. Without `split_long` they are dropped (TOO_LONG).
@@ -231,7 +310,9 @@ def split_scene_clips(scenes: list[Scene], min_seconds: float = 3.0, max_seconds
         def piece(a, b, s=s):
             return Scene.from_frames(a, b, s.fps, s.scene_index)
 
-        if n < min_f:
+        if s.is_transition:
+            dropped.append(DroppedScene(s, TRANSITION, f"{s.kind} transition ({s.duration:.2f} s)"))
+        elif n < min_f:
             dropped.append(DroppedScene(s, TOO_SHORT, f"{s.duration:.2f} s < {min_seconds} s"))
         elif n <= max_f:
             clips.append(s)

@@ -459,9 +459,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
 
 # --------------------------------------------------------------------------------------------------
 # The demo world: one object per scene whose colour, shape and direction the caption states
@@ -618,3 +615,7 @@ def make_demo_dataset(out_dir: str | os.PathLike, num_videos: int = 80, num_imag
                         "height": size})
     _write_jsonl(out / "metadata.jsonl", records)
     return records
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

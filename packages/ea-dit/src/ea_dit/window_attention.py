@@ -45,6 +45,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from ea_dit.grid_reshape import TokenGrid
+
 ORDERS = ("fhw", "fwh", "hfw", "hwf", "wfh", "whf")  # token orders, slowest axis first
 KERNELS = ("auto", "flex", "blocks")
 FLEX_MIN_TOKENS = 4096  # "auto" compiles FlexAttention on the CPU only from this many tokens
@@ -386,37 +388,43 @@ def hybrid_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n
     kernel = _pick_kernel(kernel, q, length)
     dev = q.device
 
-    grid = {"f": num_frames, "h": height, "w": width}
+    sizes = {"f": num_frames, "h": height, "w": width}
+    batch, heads, dim = q.shape[0], q.shape[2], q.shape[3]
+    # each group's tokens in its own order, via one strided copy per group (B, L, H, D) <-> (B, H, L, D)
+    perms = [(0, 4, *(1 + "fhw".index(a) for a in o), 5) for o, _, _ in groups]
+    shapes = [tuple(sizes[a] for a in o) for o, _, _ in groups]
 
-    def gather(t):  # (B, L, H, D) -> (B, H, L, D), each head group in its own order
-        return torch.cat([rearrange(t[:, :, h0:h1], f"b (f h w) n d -> b n ({' '.join(o)}) d", **grid)
-                          for o, h0, h1 in groups], dim=1)
+    def gather_into(dst, src):  # dst (B, H, >= L, D): its first L tokens get src (B, L, H, D) in head order
+        grid6 = src.unflatten(1, (num_frames, height, width))
+        for (_, h0, h1), perm, shape in zip(groups, perms, shapes):
+            dst[:, h0:h1, :length].unflatten(2, shape).copy_(grid6[:, :, :, :, h0:h1].permute(perm))
+        return dst
 
-    qg, kg, vg = gather(q), gather(k), gather(v)
-    plan_ranks = []
+    grank = torch.zeros(heads, 0, dtype=torch.long, device=dev)
     if stride:
-        for o, h0, h1 in groups:
-            plan_ranks += [order_ranks(o, num_frames, height, width, dev)[::stride]] * (h1 - h0)
-        grank = torch.stack(plan_ranks)  # (H, G)
-    else:
-        grank = torch.zeros(q.shape[2], 0, dtype=torch.long, device=dev)
+        grank = torch.cat([order_ranks(o, num_frames, height, width, dev)[::stride].expand(h1 - h0, -1)
+                           for o, h0, h1 in groups])  # (H, G)
     plan = _make_plan(length, half, grank, block_size, dev)
-
-    # global keys: every stride-th token in frame-major order, (B, H, G, D)
-    kglob, vglob = (t[:, ::stride].transpose(1, 2) if stride else t.new_zeros(t.shape[0], t.shape[2], 0, t.shape[3])
-                    for t in (k, v))
+    qg = gather_into(q.new_empty(batch, heads, length, dim), q)
     if kernel == "flex":
-        pad = plan.video_len - length
-
-        def keys(t_gathered, t_global):  # video keys, zero padding to whole blocks, global keys
-            zeros = t_gathered.new_zeros(*t_gathered.shape[:2], pad, t_gathered.shape[3])
-            return torch.cat([t_gathered, zeros, t_global], dim=2)
-
-        out = _flex(qg, keys(kg, kglob), keys(vg, vglob), plan)
+        # keys: video tokens in head order, zero padding to whole blocks, then the global keys
+        kk, vv = (t.new_empty(batch, heads, plan.key_len, dim) for t in (k, v))
+        for buf, t in ((kk, k), (vv, v)):
+            gather_into(buf, t)
+            buf[:, :, length:plan.video_len].zero_()
+            buf[:, :, plan.video_len:].copy_(t[:, ::stride].transpose(1, 2))
+        out = _flex(qg, kk, vv, plan)
     else:
+        kg, vg = (gather_into(t.new_empty(batch, heads, length, dim), t) for t in (k, v))
+        # global keys: every stride-th token in frame-major order, (B, H, G, D)
+        kglob, vglob = (t[:, ::stride].transpose(1, 2) if stride else t.new_zeros(batch, heads, 0, dim)
+                        for t in (k, v))
         out = _BlockSparseAttention.apply(qg, kg, vg, kglob, vglob, plan)
-    return torch.cat([rearrange(out[:, h0:h1], f"b n ({' '.join(o)}) d -> b (f h w) n d", **grid)
-                      for o, h0, h1 in groups], dim=2)
+    result = out.new_empty(batch, length, heads, dim)
+    grid6 = result.unflatten(1, (num_frames, height, width))
+    for (_, h0, h1), perm, shape in zip(groups, perms, shapes):
+        grid6[:, :, :, :, h0:h1].permute(perm).copy_(out[:, h0:h1].unflatten(2, shape))
+    return result
 
 
 class HybridWindowAttention(nn.Module):
@@ -449,8 +457,19 @@ class HybridWindowAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, num_frames: int, height: int, width: int) -> torch.Tensor:
-        """x: (B, F*H*W, C) tokens, frame-major then row-major -> same shape."""
+    def forward(self, x: torch.Tensor, num_frames: int | TokenGrid, height: int | None = None,
+                width: int | None = None) -> torch.Tensor:
+        """x: (B, F*H*W, C) tokens, frame-major then row-major -> same shape.
+
+        The grid is given as `forward(x, num_frames, height, width)` or as one
+        `forward(x, TokenGrid(F, H, W))` (the DiT blocks' form).
+        """
+        if isinstance(num_frames, tuple):
+            if height is not None or width is not None:
+                raise TypeError("HybridWindowAttention.forward: give either a TokenGrid or num_frames, height, width")
+            num_frames, height, width = num_frames
+        elif height is None or width is None:
+            raise TypeError("HybridWindowAttention.forward needs num_frames, height and width (or one TokenGrid)")
         if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"HybridWindowAttention input has shape {tuple(getattr(x, 'shape', ()))}; expected "
                              f"(batch, frames*height*width, {self.dim})")

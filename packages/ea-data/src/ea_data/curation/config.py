@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ea_data.filters import FilterConfig
-from ea_data.scenes import DETECTORS
+from ea_data.scenes import DEFAULT_DETECTOR, DETECTORS
 from ea_data.shards import ShardConfig
 from ea_vae.files import NON_NEGATIVE, POSITIVE, check_fields
 
@@ -22,7 +22,7 @@ class InputError(ValueError):
 class SplitConfig:
     """Scene detection and clip bounds (see :func:`ea_data.scenes.detect_scenes`, `split_scene_clips`)."""
 
-    detector: str = "adaptive+histogram"
+    detector: str = DEFAULT_DETECTOR
     threshold: float | None = None
     min_scene_len: int = 15
     min_seconds: float = 3.0

@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ea_vae.video_io import video_info
-
 from ..scenes import DEFAULT_DETECTOR, DroppedScene, Scene, detect_scenes, split_scene_clips
 from .frames import DEFAULT_MAX_SIDE, GridSampler, SampledFrames, sample_clip_frames
 from .motion import DEFAULT_WORK_SIZE
@@ -197,22 +195,16 @@ def split_and_score(path: str | os.PathLike, scorers: Scorers | Sequence[str] = 
     frames are scored, only taken from the shared decode pass.
     """
     built = resolve_scorers(scorers)
-    fps = video_info(path).fps
     sampler = GridSampler(sample_fps, max_side)
     clips: list[ScoredClip] = []
     dropped: list[DroppedScene] = []
-    open_scene = {"start": 0, "index": 0}
-
-    def close_scene(end_frame: int) -> None:
-        scene = Scene.from_frames(open_scene["start"], end_frame, fps, open_scene["index"])
+    def close_scene(scene: Scene) -> None:
         kept, lost = split_scene_clips([scene], min_seconds, max_seconds, split_long, return_dropped=True)
         for c in kept:
             clips.append(ScoredClip(c, score_frames(sampler.between(c.start_time, c.end_time), built)))
         dropped.extend(lost)
         sampler.drop_before(scene.end_time)
-        open_scene["start"], open_scene["index"] = end_frame, open_scene["index"] + 1
 
     scenes = detect_scenes(path, detector, threshold, min_scene_len, downscale, frame_skip,
-                           on_frame=lambda i, t, frame: sampler.offer(t, frame), on_cut=close_scene)
-    close_scene(scenes[-1].end_frame)
+                           on_frame=lambda i, t, frame: sampler.offer(t, frame), on_scene=close_scene)
     return VideoScan(os.fspath(path), scenes, clips, dropped, dict(built.skipped))

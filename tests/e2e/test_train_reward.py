@@ -1,0 +1,53 @@
+"""apps/train_reward on tiny local models: runs, logs every iteration, and changes only the parameters
+`--train` names."""
+
+import json
+
+import torch
+from safetensors.torch import load_file
+
+from .conftest import load_app
+
+
+class Brightness(torch.nn.Module):
+    """A fixed differentiable reward: mean pixel value of the scored frames, in [-1, 1]."""
+
+    max_reward = 1.0
+
+    def forward(self, frames, prompts=None):
+        return frames.mean(dim=(1, 2, 3))
+
+
+def test_train_reward_changes_only_cross_attention(tmp_path, tiny_models):
+    from ea_data.scoring.rewards import register_reward
+    from ea_dit import VideoDiT, VideoDiTConfig
+
+    torch.manual_seed(0)
+    dit = VideoDiT(VideoDiTConfig.tiny(caption_channels=32))
+    with torch.no_grad():  # a "trained" model: no zero-initialised layers blocking the gradient
+        for p in dit.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    dit.save_pretrained(tmp_path / "dit")
+    register_reward("test_brightness", lambda folder, spec, device: Brightness())
+    (tmp_path / "reward").mkdir()
+    (tmp_path / "reward" / "reward.json").write_text(json.dumps({"kind": "test_brightness"}))
+    app = load_app("train_reward")
+    args = ["--dit", str(tmp_path / "dit"), "--vae", str(tiny_models["vae"]), "--text-encoder",
+            str(tiny_models["text_encoder"]), "--reward", str(tmp_path / "reward"), "--prompt", "a red ball",
+            "--out", str(tmp_path / "out"), "--frames", "5", "--steps", "3", "--grad-steps", "last_k",
+            "--grad-k", "2", "--train", "cross_attention", "--iters", "2", "--lr", "1e-3"]
+    assert app.main(args) == 0
+    rows = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in rows] == [0, 1]
+    before, after = load_file(tmp_path / "dit" / "model.safetensors"), load_file(tmp_path / "out" / "dit" / "model.safetensors")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(".cross_attn." in k for k in changed), sorted(changed)[:5]
+    assert app.main([*args[:-4], "--scored-latents", "9", "--iters", "1"]) == 2  # only 2 latents
+    # LoRA (the default): only the adapters are written, and they moved away from their zero init
+    lora_args = [*args[:args.index("--train")], "--train", "lora", "--lora-rank", "4", "--iters", "1",
+                 "--out", str(tmp_path / "lora")]
+    assert app.main(lora_args) == 0
+    adapters = load_file(tmp_path / "lora" / "lora.safetensors")
+    assert adapters and all(".lora_down." in k or ".lora_up." in k for k in adapters)
+    assert any(v.abs().sum() > 0 for k, v in adapters.items() if ".lora_up." in k)
+    assert not (tmp_path / "lora" / "dit").exists()
