@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ea_data.loader import resize_center_crop
-from ea_vae.layers import to_frames
+from ea_vae.layout import to_frames
 
 
 def former_sample(frames: np.ndarray) -> torch.Tensor:

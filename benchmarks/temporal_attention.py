@@ -75,21 +75,21 @@ def _xformers_usable(device: torch.device) -> str | None:
 
 
 def _paths(device: torch.device, xformers_reason: str | None):
-    from ea_dit.attention import grid_reshape, temporal_attention
-    from ea_dit.kernels.grid_reshape import grid_unreshape_reference
+    from ea_dit.attention import temporal_attention
+    from ea_dit.grid_reshape import TokenGrid, grid_reshape, grid_unreshape
 
     def sdpa(q, k, v, f, h, w, g):
-        return temporal_attention(q, k, v, f, h, w, grid=g, backend="sdpa")
+        return temporal_attention(q, k, v, TokenGrid(f, h, w), grid=g, backend="sdpa")
 
     paths = {"sdpa_rearrange": sdpa}
     if device.type == "cuda":
         def triton_fused(q, k, v, f, h, w, g):
-            return temporal_attention(q, k, v, f, h, w, grid=g, backend="triton")
+            return temporal_attention(q, k, v, TokenGrid(f, h, w), grid=g, backend="triton")
 
         paths["triton_fused"] = triton_fused
     if xformers_reason is None:
         def xformers(q, k, v, f, h, w, g):
-            return temporal_attention(q, k, v, f, h, w, grid=g, backend="xformers")
+            return temporal_attention(q, k, v, TokenGrid(f, h, w), grid=g, backend="xformers")
 
         paths["xformers_rearrange"] = xformers
 
@@ -98,7 +98,7 @@ def _paths(device: torch.device, xformers_reason: str | None):
                                                                vs.transpose(1, 2))
         return out.transpose(1, 2)
 
-    return paths, prereshaped, grid_reshape, grid_unreshape_reference
+    return paths, prereshaped, grid_reshape, grid_unreshape
 
 
 def run_config(cfg, dtype, device, grid, warmup, iters, xformers_reason):
@@ -136,8 +136,8 @@ def run_config(cfg, dtype, device, grid, warmup, iters, xformers_reason):
         row["paths"][path_name] = entry
 
     # SDPA on tensors that are already in the temporal layout: no copies at all
-    qs, ks, vs = (grid_reshape(t.detach(), frames, h, w, grid).requires_grad_() for t in (q, k, v))
-    dout_s = grid_reshape(dout, frames, h, w, grid)
+    qs, ks, vs = (grid_reshape(t.detach(), (frames, h, w), grid).requires_grad_() for t in (q, k, v))
+    dout_s = grid_reshape(dout, (frames, h, w), grid)
 
     def pre_fwd():
         with torch.no_grad():

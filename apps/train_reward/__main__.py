@@ -9,7 +9,8 @@ gradients only through the chosen denoising steps (`--grad-steps last | last_k |
 `ea_dit.reward_backprop`), decodes only the first `--scored-latents` latents (the frames the reward
 scores; the causal Slice VAE decodes a latent prefix exactly), scores the frames with the reward loaded
 from `--reward` (a folder with reward.json, see `ea_data.scoring.rewards`) and minimises
-`--loss-scale * |max_reward - reward|`. The DiT is checkpointed per block and per differentiated step.
+`--loss-scale * |max_reward - reward|`. Activations are recomputed in the backward throughout: the DiT
+per block and per differentiated step, and the decode + reward.
 `--train` picks the parameters that learn (default: LoRA adapters, written alone to
 `--out/lora.safetensors`, loadable with `ea_dit.lora.load_lora`); the rest stay exactly as loaded.
 Other choices write the whole DiT to `--out/dit`. Rewards per iteration go to `--out/metrics.jsonl`.
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _shared import DTYPES, pick_device  # noqa: E402
@@ -127,6 +129,10 @@ def main(argv=None) -> int:
     def model_fn(x, t):
         return guided(x.to(dtype), t).float()
 
+    def decode_and_score(latent_slice, prompts):
+        video = decode_latents(vae, latent_slice)[:, :, :n_frames]  # (B, 3, n, H, W)
+        return reward(video.transpose(1, 2).flatten(0, 1), prompts)  # frames (B*n, 3, H, W) -> (B*n,)
+
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(a.seed)
@@ -138,10 +144,9 @@ def main(argv=None) -> int:
             x = torch.randn(len(a.prompt), *shape, generator=torch.Generator().manual_seed(a.seed * 100003 + it))
             latents = sample_ddim_with_grad(model_fn, x.to(device), pipe.diffusion, a.steps,
                                             grad_steps=choose_grad_steps(a.steps, a.grad_steps, a.grad_k, rng))
-            video = decode_latents(vae, latents[:, :, :a.scored_latents])[:, :, :n_frames]  # (B, 3, n, H, W)
-            frames = video.transpose(1, 2).flatten(0, 1)  # (B*n, 3, H, W)
             prompts = [p for p in a.prompt for _ in range(n_frames)]
-            r = reward(frames, prompts)
+            # decode and score are checkpointed too: their activations are recomputed in the backward
+            r = checkpoint(decode_and_score, latents[:, :, :a.scored_latents], prompts, use_reentrant=False)
             loss = reward_loss(r, reward.max_reward, scale)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -111,7 +111,22 @@ def test_train_vae_resume_equals_uninterrupted(tmp_path, tiny_shards):
     rows = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and all(r["disc_factor"] == 1.0 for r in rows[1:])
     report = json.loads((tmp_path / "b" / "samples" / "metrics.json").read_text())
-    assert 0 < report["psnr"] < 100 and (tmp_path / "b" / "samples" / "recon_0.gif").exists()
+    assert (tmp_path / "b" / "samples" / "recon_0.gif").exists()
+    # After 4 steps the VAE is still near its initialisation (about 13 dB, below the 14-15 dB of an all-grey
+    # output), so no PSNR level separates it from a broken one here. What is checked instead: the reported
+    # PSNR is the real score of the saved final weights on the clips shown, recomputed independently from
+    # the written input | reconstruction videos (H.264 rounding moves it by far less than 0.5 dB; saved
+    # weights that differ from the scored ones, or a mis-scored report, move it by more).
+    from ea_vae import SliceVAE
+    from ea_vae.metrics import psnr
+    from ea_vae.video_io import frames_to_tensor, read_video
+
+    vae = SliceVAE.from_pretrained(tmp_path / "b" / "final")
+    shown = [read_video(p)[0] for p in sorted((tmp_path / "b" / "samples").glob("recon_*.mp4"))]
+    x = torch.stack([frames_to_tensor(v[:, :, : v.shape[2] // 2]) for v in shown])
+    with torch.no_grad():
+        again = psnr(vae.decode(vae.encode(x).mode()).clamp(-1, 1), x).mean().item()
+    assert abs(again - report["psnr"]) < 0.5, (again, report["psnr"])
 
 
 @pytest.mark.slow

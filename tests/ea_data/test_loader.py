@@ -316,7 +316,7 @@ def test_config_validation(data):
 def test_batches_come_in_the_vae_layout_and_encode_without_a_copy(data):
     """Loader batches are frames-first channels-last in memory; the VAE takes them as a view, same result."""
     from ea_vae import SliceVAE, SliceVAEConfig
-    from ea_vae.layers import to_frames
+    from ea_vae.layout import to_frames
 
     batches = [b for b in make_dataloader(data["shards"], cfg(shuffle=False)) if b["type"] == "video"]
     for b in batches:

@@ -5,9 +5,8 @@ import importlib.util
 import pytest
 import torch
 
-from ea_dit.attention import attention, grid_reshape, grid_unreshape, temporal_attention
-from ea_dit.kernels.flash_attention import attention_reference
-from ea_dit.kernels.temporal_attention import temporal_attention_reference
+from ea_dit.attention import attention, attention_reference, temporal_attention
+from ea_dit.grid_reshape import TokenGrid, grid_reshape, grid_unreshape, temporal_attention_reference
 
 
 def _qkv(b, lq, lk, h, d, gen, dtype=torch.float32):
@@ -38,8 +37,8 @@ def test_attention_with_mask_matches_reference(backend, rng):
 def test_temporal_attention_matches_reference(backend, grid, rng):
     frames, h, w = 3, 2, 4
     q, k, v = (torch.randn(2 * frames, h * w, 2, 16, generator=rng, requires_grad=True) for _ in range(3))
-    out = temporal_attention(q, k, v, frames, h, w, grid=grid, backend=backend)
-    ref = temporal_attention_reference(q, k, v, frames, h, w, grid)
+    out = temporal_attention(q, k, v, TokenGrid(frames, h, w), grid=grid, backend=backend)
+    ref = temporal_attention_reference(q, k, v, TokenGrid(frames, h, w), grid)
     torch.testing.assert_close(out, ref, atol=2e-5, rtol=2e-5)
     dout = torch.randn(out.shape, generator=rng)
     for a, b in zip(torch.autograd.grad(out, (q, k, v), dout), torch.autograd.grad(ref, (q, k, v), dout),
@@ -53,13 +52,12 @@ def test_sdpa_half_precision_close_to_reference(rng):
     torch.testing.assert_close(out.float(), attention_reference(q, k, v).float(), atol=2e-2, rtol=2e-2)
 
 
-def test_grid_reshape_round_trip_and_backends(rng):
+def test_grid_reshape_round_trip(rng):
     x = torch.randn(2 * 3, 4 * 6, 2, 8, generator=rng)
-    y = grid_reshape(x, 3, 4, 6, grid=2)
+    tokens = TokenGrid(3, 4, 6)
+    y = grid_reshape(x, tokens, grid=2)
     assert y.shape == (2 * 2 * 3, 3 * 4, 2, 8)
-    assert torch.equal(grid_unreshape(y, 3, 4, 6, grid=2), x)
-    assert torch.equal(grid_reshape(x, 3, 4, 6, grid=2, backend="triton"), y)
-    assert torch.equal(grid_unreshape(y, 3, 4, 6, grid=2, backend="triton"), x)
+    assert torch.equal(grid_unreshape(y, tokens, grid=2), x)
     # the first temporal sequence is the top-left 2x2 cell of frame 0, then of frame 1, ...
     assert torch.equal(y[0, :4], x[0, [0, 1, 6, 7]])
     assert torch.equal(y[0, 4:8], x[1, [0, 1, 6, 7]])
@@ -81,11 +79,11 @@ def test_errors_are_clear(rng):
         attention(q[0], k, v)
     x = torch.randn(6, 12, 2, 16)
     with pytest.raises(ValueError, match="divisible by 2; got a 3x4 token grid"):
-        temporal_attention(x, x, x, num_frames=3, height=3, width=4, grid=2)
+        temporal_attention(x, x, x, TokenGrid(3, 3, 4), grid=2)
     with pytest.raises(ValueError, match="tokens per frame"):
-        temporal_attention(x, x, x, num_frames=3, height=2, width=4, grid=2)
+        temporal_attention(x, x, x, TokenGrid(3, 2, 4), grid=2)
     with pytest.raises(ValueError, match="not a multiple of num_frames=4"):
-        temporal_attention(x, x, x, num_frames=4, height=3, width=4, grid=1)
+        temporal_attention(x, x, x, TokenGrid(4, 3, 4), grid=1)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("xformers") is not None, reason="xformers is installed")
@@ -94,7 +92,7 @@ def test_xformers_backend_explains_how_to_install(rng):
     with pytest.raises(ImportError, match="uv sync --extra xformers"):
         attention(q, k, v, backend="xformers")
     with pytest.raises(ImportError, match="uv sync --extra xformers"):
-        temporal_attention(q, q, q, 1, 2, 2, grid=2, backend="xformers")
+        temporal_attention(q, q, q, TokenGrid(1, 2, 2), grid=2, backend="xformers")
 
 
 @pytest.mark.gpu
@@ -105,8 +103,8 @@ def test_triton_on_gpu_matches_sdpa(dtype):
     frames, h, w = 16, 16, 16
     q, k, v = (torch.randn(2 * frames, h * w, 8, 144, device="cuda", dtype=dtype, generator=gen,
                            requires_grad=True) for _ in range(3))
-    out = temporal_attention(q, k, v, frames, h, w, grid=2, backend="triton")
-    ref = temporal_attention(q, k, v, frames, h, w, grid=2, backend="sdpa")
+    out = temporal_attention(q, k, v, TokenGrid(frames, h, w), grid=2, backend="triton")
+    ref = temporal_attention(q, k, v, TokenGrid(frames, h, w), grid=2, backend="sdpa")
     torch.testing.assert_close(out, ref, atol=2e-2, rtol=2e-2)
     dout = torch.randn_like(out)
     for a, b in zip(torch.autograd.grad(out, (q, k, v), dout), torch.autograd.grad(ref, (q, k, v), dout),

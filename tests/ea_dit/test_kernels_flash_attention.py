@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from ea_dit.kernels.flash_attention import attention_reference, flash_attention
+from ea_dit.attention import attention_reference
+from ea_dit.kernels.flash_attention import flash_attention
 
 # (batch, query tokens, key tokens, heads, head_dim)
 SHAPES = [

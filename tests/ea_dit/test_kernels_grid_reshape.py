@@ -1,14 +1,12 @@
-"""Grid Reshape: einops reference against a closed form, Triton kernel against the reference, autograd."""
+"""Grid Reshape: the einops definition (ea_dit.grid_reshape) against a closed form, Triton kernel against the reference, autograd."""
 
 import pytest
 import torch
 
-from ea_dit.kernels.grid_reshape import (
-    grid_reshape_reference,
-    grid_reshape_triton,
-    grid_unreshape_reference,
-    grid_unreshape_triton,
-)
+from ea_dit.grid_reshape import TokenGrid
+from ea_dit.grid_reshape import grid_reshape as grid_reshape_reference
+from ea_dit.grid_reshape import grid_unreshape as grid_unreshape_reference
+from ea_dit.kernels.grid_reshape import grid_reshape_triton, grid_unreshape_triton
 
 LAYOUTS = [(2, 3, 4, 6, 2), (1, 5, 3, 3, 1), (1, 2, 6, 3, 3), (2, 1, 2, 2, 2)]  # (batch, frames, h, w, grid)
 
@@ -23,7 +21,7 @@ def _coords(batch, frames, h, w):
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_reference_matches_closed_form(layout):
     batch, frames, h, w, g = layout
-    y = grid_reshape_reference(_coords(batch, frames, h, w), frames, h, w, g)
+    y = grid_reshape_reference(_coords(batch, frames, h, w), TokenGrid(frames, h, w), g)
     cells_w = w // g
     for s in range(y.shape[0]):
         b, cell = divmod(s, (h // g) * cells_w)
@@ -39,33 +37,33 @@ def test_reference_matches_closed_form(layout):
 def test_triton_matches_reference_and_round_trips(layout, dtype, rng):
     batch, frames, h, w, g = layout
     x = torch.randn(batch * frames, h * w, 3, 5, generator=rng).to(dtype)
-    y = grid_reshape_triton(x, frames, h, w, g)
-    assert torch.equal(y, grid_reshape_reference(x, frames, h, w, g))
-    back = grid_unreshape_triton(y, frames, h, w, g)
+    y = grid_reshape_triton(x, TokenGrid(frames, h, w), g)
+    assert torch.equal(y, grid_reshape_reference(x, TokenGrid(frames, h, w), g))
+    back = grid_unreshape_triton(y, TokenGrid(frames, h, w), g)
     assert torch.equal(back, x)
-    assert torch.equal(back, grid_unreshape_reference(y, frames, h, w, g))
+    assert torch.equal(back, grid_unreshape_reference(y, TokenGrid(frames, h, w), g))
 
 
 def test_triton_reads_strided_input(rng):
     x = torch.randn(4, 8, 6, generator=rng)[:, :, ::2]  # non-contiguous channels
-    torch.testing.assert_close(grid_reshape_triton(x, 2, 2, 4, 2), grid_reshape_reference(x, 2, 2, 4, 2))
+    torch.testing.assert_close(grid_reshape_triton(x, TokenGrid(2, 2, 4), 2), grid_reshape_reference(x, TokenGrid(2, 2, 4), 2))
 
 
 def test_autograd_backward_is_the_inverse(rng):
     frames, h, w, g = 3, 4, 2, 2
     x = torch.randn(2 * frames, h * w, 7, generator=rng, requires_grad=True)
     dy = torch.randn(2 * (h // g) * (w // g), frames * g * g, 7, generator=rng)
-    (got,) = torch.autograd.grad(grid_reshape_triton(x, frames, h, w, g), x, dy)
-    (want,) = torch.autograd.grad(grid_reshape_reference(x, frames, h, w, g), x, dy)
+    (got,) = torch.autograd.grad(grid_reshape_triton(x, TokenGrid(frames, h, w), g), x, dy)
+    (want,) = torch.autograd.grad(grid_reshape_reference(x, TokenGrid(frames, h, w), g), x, dy)
     assert torch.equal(got, want)
 
     y = torch.randn(dy.shape, generator=rng, requires_grad=True)
     dx = torch.randn(x.shape, generator=rng)
-    (got,) = torch.autograd.grad(grid_unreshape_triton(y, frames, h, w, g), y, dx)
-    (want,) = torch.autograd.grad(grid_unreshape_reference(y, frames, h, w, g), y, dx)
+    (got,) = torch.autograd.grad(grid_unreshape_triton(y, TokenGrid(frames, h, w), g), y, dx)
+    (want,) = torch.autograd.grad(grid_unreshape_reference(y, TokenGrid(frames, h, w), g), y, dx)
     assert torch.equal(got, want)
 
 
 def test_rejects_indivisible_grid():
     with pytest.raises(ValueError, match="divisible by 2"):
-        grid_reshape_triton(torch.zeros(2, 15), 1, 3, 5, 2)
+        grid_reshape_triton(torch.zeros(2, 15), TokenGrid(1, 3, 5), 2)

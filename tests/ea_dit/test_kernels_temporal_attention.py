@@ -6,7 +6,8 @@ On a CPU these run under TRITON_INTERPRET=1 (set by tests/conftest.py), so shape
 import pytest
 import torch
 
-from ea_dit.kernels.temporal_attention import temporal_attention_reference, temporal_attention_triton
+from ea_dit.grid_reshape import TokenGrid, temporal_attention_reference
+from ea_dit.kernels.temporal_attention import temporal_attention_triton
 
 # (batch, frames, height, width, grid, heads, head_dim): odd frame counts, grid 1 and 2, a sequence
 # length that is not a multiple of the 16-wide tiles, padded head dims (24 -> 32), several tiles.
@@ -36,8 +37,8 @@ def test_forward_and_gradients_match_reference(shape, dtype, rng):
     q, k, v = _inputs(shape, dtype, rng)
     dout = torch.randn(q.shape, generator=rng).to(dtype)
 
-    out = temporal_attention_triton(q, k, v, f, h, w, g)
-    ref = temporal_attention_reference(q, k, v, f, h, w, g)
+    out = temporal_attention_triton(q, k, v, TokenGrid(f, h, w), g)
+    ref = temporal_attention_reference(q, k, v, TokenGrid(f, h, w), g)
     fwd_tol, bwd_tol = TOLERANCES[dtype]
     assert out.shape == q.shape and out.dtype == dtype
     torch.testing.assert_close(out.float(), ref.float(), atol=fwd_tol, rtol=fwd_tol)
@@ -55,9 +56,9 @@ def test_reads_strided_views_of_a_packed_projection(rng):
     assert not q.is_contiguous()
     dout = torch.randn(2 * f, h * w, d, heads, generator=rng).transpose(2, 3)
 
-    out = temporal_attention_triton(q, k, v, f, h, w, g)
+    out = temporal_attention_triton(q, k, v, TokenGrid(f, h, w), g)
     (grad,) = torch.autograd.grad(out, qkv, dout)
-    ref = temporal_attention_reference(q, k, v, f, h, w, g)
+    ref = temporal_attention_reference(q, k, v, TokenGrid(f, h, w), g)
     (ref_grad,) = torch.autograd.grad(ref, qkv, dout)
     torch.testing.assert_close(out, ref, atol=2e-5, rtol=2e-5)
     torch.testing.assert_close(grad, ref_grad, atol=2e-5, rtol=2e-5)
@@ -70,7 +71,7 @@ def test_grid_reshape_semantics_tokens_of_a_cell_attend_across_frames(rng):
     q = torch.randn(f, h * w, 1, 16, generator=rng)
     k = torch.zeros_like(q)
     v = torch.randn(f, h * w, 1, 16, generator=rng)
-    out = temporal_attention_triton(q, k, v, f, h, w, g)
+    out = temporal_attention_triton(q, k, v, TokenGrid(f, h, w), g)
     v_grid = v.reshape(f, h // g, g, w // g, g, 1, 16)
     cell_mean = v_grid.mean(dim=(0, 2, 4), keepdim=True).expand_as(v_grid).reshape(v.shape)
     torch.testing.assert_close(out, cell_mean, atol=1e-5, rtol=1e-5)
@@ -83,17 +84,20 @@ def test_does_not_call_the_rearranging_reference(monkeypatch, rng):
     def forbidden(*args, **kwargs):
         raise AssertionError("Triton path made a Grid Reshape copy")
 
-    monkeypatch.setattr(module, "grid_reshape_reference", forbidden)
-    monkeypatch.setattr(module, "grid_unreshape_reference", forbidden)
+    import ea_dit.grid_reshape as definition
+
+    monkeypatch.setattr(definition, "grid_reshape", forbidden)
+    monkeypatch.setattr(definition, "grid_unreshape", forbidden)
+    assert not hasattr(module, "grid_reshape") and not hasattr(module, "grid_unreshape")
     q = torch.randn(2, 4, 1, 16, generator=rng)
-    assert temporal_attention_triton(q, q, q, 2, 2, 2, 2).shape == q.shape
+    assert temporal_attention_triton(q, q, q, TokenGrid(2, 2, 2), 2).shape == q.shape
 
 
 def test_rejects_bad_layouts(rng):
     q = torch.randn(6, 12, 2, 16, generator=rng)
     with pytest.raises(ValueError, match="divisible by 2"):
-        temporal_attention_triton(q, q, q, 3, 3, 4, 2)
-    with pytest.raises(ValueError, match="expected"):
-        temporal_attention_triton(q, q, q, 4, 3, 4, 1)
+        temporal_attention_triton(q, q, q, TokenGrid(3, 3, 4), 2)
+    with pytest.raises(ValueError, match="not a multiple of num_frames=4"):
+        temporal_attention_triton(q, q, q, TokenGrid(4, 3, 4), 1)
     with pytest.raises(TypeError, match="dtypes"):
-        temporal_attention_triton(q, q, q.double(), 3, 3, 4, 1)
+        temporal_attention_triton(q, q, q.double(), TokenGrid(3, 3, 4), 1)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ea_dit import MotionModule
+from ea_dit.grid_reshape import TokenGrid
 
 
 def _randomise_(module: torch.nn.Module, seed: int) -> None:
@@ -58,7 +59,7 @@ def test_fresh_module_is_identity():
     torch.manual_seed(0)
     mm = MotionModule(32, num_heads=4, grid=2, norm_groups=8)
     x = torch.randn(2 * 3, 4 * 6, 32) * 5
-    assert torch.equal(mm(x, 3, 4, 6), x)
+    assert torch.equal(mm(x, TokenGrid(3, 4, 6)), x)
     assert torch.count_nonzero(mm.proj_out.weight) == 0 and torch.count_nonzero(mm.proj_out.bias) == 0
 
 
@@ -71,7 +72,7 @@ def test_matches_plain_pytorch_reference(frames, height, width, grid):
     _randomise_(mm, seed=2)
     assert torch.count_nonzero(mm.proj_out.weight) > 0
     x = torch.randn(2 * frames, height * width, dim, generator=torch.Generator().manual_seed(3))
-    out = mm(x, frames, height, width)
+    out = mm(x, TokenGrid(frames, height, width))
     expected = _reference(mm.state_dict(), x, frames, height, width, heads, grid, groups)
     torch.testing.assert_close(out, expected, atol=2e-5, rtol=1e-5)
 
@@ -81,7 +82,7 @@ def test_grads_flow_and_frames_interact():
     mm = MotionModule(16, num_heads=2, grid=2, norm_groups=4)
     _randomise_(mm, seed=5)
     x = torch.randn(4, 16, 16, requires_grad=True)  # B=1, F=4, 4x4 tokens
-    out = mm(x, 4, 4, 4)
+    out = mm(x, TokenGrid(4, 4, 4))
     out[3].sum().backward()  # last frame's output ...
     assert x.grad[0].abs().sum() > 0  # ... depends on the first frame
     assert all(p.grad is not None for p in mm.parameters())
@@ -91,15 +92,15 @@ def test_bad_inputs_raise():
     mm = MotionModule(16, num_heads=2, grid=2, norm_groups=4, max_len=8)
     x = torch.randn(6, 16, 16)
     with pytest.raises(ValueError, match="multiple of num_frames"):
-        mm(x, 4, 4, 4)
+        mm(x, TokenGrid(4, 4, 4))
     with pytest.raises(ValueError, match="height\\*width"):
-        mm(x, 3, 4, 3)
+        mm(x, TokenGrid(3, 4, 3))
     with pytest.raises(ValueError, match="grid=2"):
-        mm(torch.randn(6, 12, 16), 3, 3, 4)
+        mm(torch.randn(6, 12, 16), TokenGrid(3, 3, 4))
     with pytest.raises(ValueError, match="max_len=8"):
-        mm(torch.randn(9, 16, 16), 9, 4, 4)
+        mm(torch.randn(9, 16, 16), TokenGrid(9, 4, 4))
     with pytest.raises(ValueError, match="expected"):
-        mm(torch.randn(6, 16, 8), 3, 4, 4)
+        mm(torch.randn(6, 16, 8), TokenGrid(3, 4, 4))
     with pytest.raises(ValueError, match="divisible by num_heads"):
         MotionModule(30, num_heads=4, norm_groups=2)
 
@@ -110,6 +111,6 @@ def test_triton_backend_matches_sdpa():
     mm = MotionModule(32, num_heads=2, grid=2, norm_groups=8)
     _randomise_(mm, seed=7)
     x = torch.randn(2 * 2, 4 * 4, 32)
-    expected = mm(x, 2, 4, 4)
+    expected = mm(x, TokenGrid(2, 4, 4))
     mm.set_attention_backend("triton")
-    torch.testing.assert_close(mm(x, 2, 4, 4), expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(mm(x, TokenGrid(2, 4, 4)), expected, atol=1e-4, rtol=1e-4)

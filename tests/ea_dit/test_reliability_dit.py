@@ -4,7 +4,9 @@ unreadable files get one clear message naming the key or file; typos are caught,
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 import warnings
 
 import pytest
@@ -106,6 +108,13 @@ def test_broken_weights_name_the_file_and_the_problem(copy, how, says):
     with pytest.raises(WeightsFileError, match=says) as e:
         VideoDiT.from_pretrained(copy)
     assert str(weights) in str(e.value)
+
+
+def test_saved_files_have_the_users_normal_mode(saved):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for name in ("config.json", "model.safetensors"):
+        assert stat.S_IMODE((saved / name).stat().st_mode) == 0o666 & ~umask, name
 
 
 def test_a_file_given_instead_of_the_folder(saved):

@@ -7,10 +7,17 @@ import torch
 import torch.nn.functional as F
 
 from ea_vae import SliceVAE, SliceVAEConfig
+from ea_vae.blocks import SpatialAttention, Upsample3D
+from ea_vae.causal_conv import CausalConv3d, causal_conv3d_reference
+from ea_vae.causal_conv_fast import conv_normed, conv_time_doubled
 from ea_vae.convert import state_dict_to_diffusers
-from ea_vae.layers import SpatialAttention, StreamCache, Upsample3D, norm_act, to_frames
+from ea_vae.layout import norm_act, to_frames
+from ea_vae.stream import StreamCache, Workspace
 
-diffusers = pytest.importorskip("diffusers")
+try:  # only the tests comparing with diffusers need it; they skip through the `reference` fixture
+    import diffusers
+except ImportError:
+    diffusers = None
 
 TINY = dict(block_out_channels=[32, 32, 64, 64], latent_channels=4, layers_per_block=1, norm_num_groups=8)
 
@@ -18,6 +25,8 @@ TINY = dict(block_out_channels=[32, 32, 64, 64], latent_channels=4, layers_per_b
 @pytest.fixture(scope="module")
 def reference():
     """A tiny diffusers AutoencoderKLMagvit with random weights (norms and biases perturbed too)."""
+    if diffusers is None:
+        pytest.skip("needs diffusers (the reference implementation)")
     torch.manual_seed(0)
     model = diffusers.AutoencoderKLMagvit(**TINY).eval()
     with torch.no_grad():
@@ -202,6 +211,47 @@ def test_forward_and_gradients():
     loss.backward()
     assert vae.decoder.conv_out.weight.grad is not None
     assert vae.encoder.conv_in.weight.grad.abs().sum() > 0
+
+
+# ----------------------------------------------------------------------------- causal convolution and its fast paths
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_causal_conv_streams_its_definition(stride):
+    """CausalConv3d fed slice by slice through one StreamCache equals the definition on the whole video."""
+    torch.manual_seed(0)
+    conv = CausalConv3d(5, 6, 3, stride=(stride, 1, 1))
+    x = torch.randn(2, 5, 9, 4, 6)
+    ref = causal_conv3d_reference(x, conv)
+    cache = StreamCache()
+    with torch.no_grad():
+        whole = conv(to_frames(x), StreamCache())
+        parts = [conv(to_frames(x[:, :, a:b]), cache) for a, b in ((0, 1), (1, 5), (5, 9))]
+    close(whole.permute(0, 2, 1, 3, 4), ref, 1e-5)
+    close(torch.cat(parts, 1).permute(0, 2, 1, 3, 4), ref, 1e-5)
+
+
+@pytest.mark.parametrize("first", [0, 1])
+@pytest.mark.parametrize("workspace", [False, True])
+def test_fast_paths_match_the_plain_causal_conv(first, workspace):
+    """conv_normed = conv(norm_act(h)); conv_time_doubled on time-doubled frames = the plain conv on them,
+    over two slices carrying the cache (with and without a recycling Workspace)."""
+    torch.manual_seed(0)
+    conv = CausalConv3d(8, 6, 3)
+    norm = torch.nn.GroupNorm(4, 8, eps=1e-6)
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    distinct = torch.randn(1, 8, first + 4, 3, 5)
+    doubled = torch.cat([distinct[:, :, :first], distinct[:, :, first:].repeat_interleave(2, dim=2)], 2)
+    h = to_frames(doubled)
+    with torch.no_grad():
+        plain = conv(norm_act(h, norm, "silu"), StreamCache())
+        close(conv_normed(conv, h, norm, "silu", StreamCache()), plain, 1e-5)
+        cache = StreamCache(workspace=Workspace() if workspace else None)
+        cut = first + 4  # slice 1: the lone frame (if any) and two pairs; slice 2: two pairs
+        fast = [conv_time_doubled(conv, h[:, :cut], first, norm, "silu", cache),
+                conv_time_doubled(conv, h[:, cut:], 0, norm, "silu", cache)]
+    close(torch.cat(fast, 1), plain, 1e-5)
 
 
 # ----------------------------------------------------------------------------- per-frame GroupNorm, attention

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ea_vae import SliceVAE, SliceVAEConfig
-from ea_vae.layers import StreamCache
+from ea_vae.stream import StreamCache
 from ea_vae.tiling import make_tiles, tile_spans
 
 

@@ -8,6 +8,7 @@
 
 from ea_dit.config import VideoDiTConfig
 from ea_dit.diffusion import DiffusionConfig, GaussianDiffusion
+from ea_dit.grid_reshape import TokenGrid
 from ea_dit.model import VideoDiT
 from ea_dit.motion_module import MotionModule, insert_motion_modules, video_frames
 from ea_dit.samplers import SAMPLERS, sample_ddim, sample_ddpm, sample_dpmpp_2m, sample_euler
@@ -17,6 +18,6 @@ from ea_dit.window_attention import HybridWindowAttention
 
 __version__ = "0.1.0"
 
-__all__ = ["VideoDiT", "VideoDiTConfig", "MotionModule", "insert_motion_modules", "video_frames",
-           "T5TextEncoder", "HybridWindowAttention", "DiffusionConfig", "GaussianDiffusion", "TextToVideoPipeline", "SAMPLERS", "sample_ddpm",
-           "sample_ddim", "sample_euler", "sample_dpmpp_2m", "__version__"]
+__all__ = ["VideoDiT", "VideoDiTConfig", "MotionModule", "TokenGrid", "insert_motion_modules", "video_frames",
+           "T5TextEncoder", "HybridWindowAttention", "DiffusionConfig", "GaussianDiffusion", "TextToVideoPipeline",
+           "SAMPLERS", "sample_ddpm", "sample_ddim", "sample_euler", "sample_dpmpp_2m", "__version__"]

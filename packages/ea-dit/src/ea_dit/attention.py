@@ -5,8 +5,8 @@ Two entry points, both in the `(batch, tokens, heads, head_dim)` layout of the D
 - :func:`attention` - generic multi-head attention (spatial self-attention, cross-attention to the
   T5 tokens with a key-padding mask).
 - :func:`temporal_attention` - the motion module's temporal self-attention, taking q/k/v in the
-  *spatial* token layout `(B*F, N, H, D)` and attending along time with Grid Reshape: each temporal
-  sequence is the `F*g*g` tokens of one `g x g` spatial cell, `b f (h n) (w m) -> (b h w) (f n m)`.
+  *spatial* token layout `(B*F, N, H, D)` and attending along time with Grid Reshape (defined in
+  `ea_dit.grid_reshape`): each temporal sequence is the `F*g*g` tokens of one `g x g` spatial cell.
 
 `backend="sdpa"` (default, works on the CPU) and `"xformers"` make the Grid Reshape copies explicitly;
 `"triton"` folds the reshape into the kernel's indexing (see `ea_dit.kernels.temporal_attention`).
@@ -14,18 +14,23 @@ Two entry points, both in the `(batch, tokens, heads, head_dim)` layout of the D
 A query whose keys are all masked out gets a zero output (and zero gradients) in every backend,
 instead of the NaN a plain softmax over an empty set would give.
 
-The kernel modules (which import triton) are imported on first use, so that TRITON_INTERPRET may be
-set after `import ea_dit` and before the first Triton call.
+The kernel modules (which import triton) are imported only when backend="triton" is used: the plain
+path never needs Triton, and TRITON_INTERPRET may be set after `import ea_dit`. `attention_reference`
+and `ea_dit.grid_reshape.temporal_attention_reference` are the fp32 oracles of every backend.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
+from ea_dit.grid_reshape import TokenGrid, check_tokens, grid_reshape, grid_unreshape
+
 BACKENDS = ("sdpa", "xformers", "triton")
 
-__all__ = ["BACKENDS", "attention", "temporal_attention", "grid_reshape", "grid_unreshape"]
+__all__ = ["BACKENDS", "attention", "attention_reference", "temporal_attention"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -70,23 +75,6 @@ def _check_key_mask(key_mask: torch.Tensor | None, k: torch.Tensor) -> None:
         raise ValueError(f"key_mask is on {key_mask.device} but k is on {k.device}")
 
 
-def _check_layout(x: torch.Tensor, num_frames: int, height: int, width: int, grid: int, name: str) -> None:
-    if grid < 1:
-        raise ValueError(f"grid must be >= 1, got {grid}")
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-    if height % grid or width % grid:
-        raise ValueError(f"Grid Reshape with grid={grid} needs height and width divisible by {grid}; got a "
-                         f"{height}x{width} token grid")
-    if x.dim() < 2:
-        raise ValueError(f"{name} has shape {tuple(x.shape)}; expected (batch*frames, height*width, ...)")
-    if x.shape[0] % num_frames:
-        raise ValueError(f"{name} has {x.shape[0]} rows in dim 0, not a multiple of num_frames={num_frames}")
-    if x.shape[1] != height * width:
-        raise ValueError(f"{name} has {x.shape[1]} tokens per frame, but height*width = {height}*{width} = "
-                         f"{height * width}")
-
-
 # ----------------------------------------------------------------------------------------------
 # generic attention
 # ----------------------------------------------------------------------------------------------
@@ -96,6 +84,28 @@ def _safe_mask(key_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Let fully padded rows attend everywhere (no NaN), and return which rows must be zeroed after."""
     empty = ~key_mask.any(dim=1)  # (B,)
     return key_mask | empty[:, None], empty
+
+
+def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                        key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Softmax attention in fp32 (the test oracle); queries with no key to attend to get zeros.
+
+    Args:
+        q: (B, Lq, H, D); k, v: (B, Lk, H, D); key_mask: (B, Lk) bool (True = attend) or None.
+
+    Returns:
+        (B, Lq, H, D) in q's dtype.
+    """
+    scores = torch.einsum("bqhd,bkhd->bhqk", q.float(), k.float()) / math.sqrt(q.shape[-1])
+    if key_mask is not None:
+        empty = ~key_mask.any(dim=1)
+        # let empty rows see every key (finite softmax, clean gradients), then zero their output
+        attend = key_mask | empty[:, None]
+        scores = scores.masked_fill(~attend[:, None, None, :], float("-inf"))
+    out = torch.einsum("bhqk,bkhd->bqhd", scores.softmax(dim=-1), v.float())
+    if key_mask is not None:
+        out = out.masked_fill(empty[:, None, None, None], 0.0)
+    return out.to(q.dtype)
 
 
 def _sdpa(q, k, v, key_mask):
@@ -165,69 +175,17 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch
 # ----------------------------------------------------------------------------------------------
 
 
-def grid_reshape(x: torch.Tensor, num_frames: int, height: int, width: int, grid: int = 2,
-                 backend: str = "torch") -> torch.Tensor:
-    """Gather the temporal sequences of Grid Reshape: `(b f) (h n w m) ... -> (b h w) (f n m) ...`.
-
-    Args:
-        x: (B*F, N, *C) tokens in the spatial layout, N = height*width (row-major), any trailing dims.
-        backend: "torch" (einops, copies) or "triton" (the standalone Grid Reshape kernel, with autograd).
-
-    Returns:
-        (B*(height/grid)*(width/grid), F*grid*grid, *C).
-    """
-    _check_layout(x, num_frames, height, width, grid, "grid_reshape input")
-    if backend == "triton":
-        from ea_dit.kernels.grid_reshape import grid_reshape_triton
-
-        return grid_reshape_triton(x, num_frames, height, width, grid)
-    if backend != "torch":
-        raise ValueError(f"grid_reshape backend {backend!r} is unknown; choose 'torch' or 'triton'")
-    from ea_dit.kernels.grid_reshape import grid_reshape_reference
-
-    return grid_reshape_reference(x, num_frames, height, width, grid)
-
-
-def grid_unreshape(y: torch.Tensor, num_frames: int, height: int, width: int, grid: int = 2,
-                   backend: str = "torch") -> torch.Tensor:
-    """Inverse of :func:`grid_reshape`: `(b h w) (f n m) ... -> (b f) (h n w m) ...`.
-
-    Args:
-        y: (B*(height/grid)*(width/grid), F*grid*grid, *C).
-        backend: "torch" or "triton".
-
-    Returns:
-        (B*F, height*width, *C).
-    """
-    if grid < 1 or height % grid or width % grid:
-        raise ValueError(f"Grid Reshape with grid={grid} needs height and width divisible by {grid}; got a "
-                         f"{height}x{width} token grid")
-    cells = (height // grid) * (width // grid)
-    if y.dim() < 2 or y.shape[0] % cells or y.shape[1] != num_frames * grid * grid:
-        raise ValueError(f"grid_unreshape input has shape {tuple(y.shape)}; expected (batch*{cells} cells, "
-                         f"{num_frames}*{grid}*{grid} = {num_frames * grid * grid}, ...)")
-    if backend == "triton":
-        from ea_dit.kernels.grid_reshape import grid_unreshape_triton
-
-        return grid_unreshape_triton(y, num_frames, height, width, grid)
-    if backend != "torch":
-        raise ValueError(f"grid_unreshape backend {backend!r} is unknown; choose 'torch' or 'triton'")
-    from ea_dit.kernels.grid_reshape import grid_unreshape_reference
-
-    return grid_unreshape_reference(y, num_frames, height, width, grid)
-
-
-def temporal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_frames: int, height: int,
-                       width: int, grid: int = 2, backend: str = "sdpa") -> torch.Tensor:
+def temporal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tokens: TokenGrid, grid: int = 2,
+                       backend: str = "sdpa") -> torch.Tensor:
     """Temporal self-attention over Grid Reshape sequences, in the spatial token layout.
 
     Args:
         q, k, v: (B*F, N, H, D), N = height*width tokens per frame (row-major h, w). Each temporal
-            sequence is the F*grid*grid tokens of one grid x grid spatial cell, ordered (f n m).
-        num_frames: F.
-        height, width: token grid of a frame; both divisible by `grid`.
+            sequence is the F*grid*grid tokens of one grid x grid spatial cell, ordered (f n m); see
+            `ea_dit.grid_reshape`.
+        tokens: the token grid (F, height, width); height and width divisible by `grid`.
         grid: Grid Reshape cell size; 1 = plain per-token temporal attention.
-        backend: "sdpa", "xformers" (both copy through grid_reshape) or "triton" (reshape folded into
+        backend: "sdpa", "xformers" (both copy through `grid_reshape`) or "triton" (reshape folded into
             the kernel, no copies).
 
     Returns:
@@ -237,13 +195,12 @@ def temporal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_fr
     _check_qkv(q, k, v, "temporal_attention")
     if q.shape != k.shape:
         raise ValueError(f"temporal_attention: q {tuple(q.shape)} and k {tuple(k.shape)} must have the same shape")
-    _check_layout(q, num_frames, height, width, grid, "temporal_attention q")
+    tokens = TokenGrid(*tokens)
+    check_tokens(q, tokens, grid, "temporal_attention q")
     if backend == "triton":
         from ea_dit.kernels.temporal_attention import temporal_attention_triton
 
-        return temporal_attention_triton(q, k, v, num_frames, height, width, grid)
-    from ea_dit.kernels.grid_reshape import grid_reshape_reference, grid_unreshape_reference
-
-    qs, ks, vs = (grid_reshape_reference(t, num_frames, height, width, grid) for t in (q, k, v))
+        return temporal_attention_triton(q, k, v, tokens, grid)
+    qs, ks, vs = (grid_reshape(t, tokens, grid) for t in (q, k, v))
     out = _sdpa(qs, ks, vs, None) if backend == "sdpa" else _xformers(qs, ks, vs, None)
-    return grid_unreshape_reference(out, num_frames, height, width, grid)
+    return grid_unreshape(out, tokens, grid)

@@ -21,6 +21,7 @@ from einops import rearrange
 from torch import nn
 
 from ea_dit.attention import attention
+from ea_dit.grid_reshape import TokenGrid
 from ea_dit.motion_module import MotionModule
 from ea_dit.window_attention import HybridWindowAttention
 
@@ -70,6 +71,7 @@ class MLP(nn.Module):
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN modulation `x * (1 + scale) + shift` (every block and the final layer); shift, scale (B, 1, D)."""
     return x * (1 + scale) + shift
 
 
@@ -104,22 +106,27 @@ class VideoDiTBlock(nn.Module):
             self.motion_module.set_attention_backend(backend)
 
     def forward(self, x: torch.Tensor, modulation: torch.Tensor, text: torch.Tensor,
-                text_mask: torch.Tensor | None, num_frames: int, height: int, width: int) -> torch.Tensor:
-        """x (B, F*N, D), modulation (B, 6, D), text (B, T, D), text_mask (B, T) bool -> (B, F*N, D)."""
+                text_mask: torch.Tensor | None, tokens: TokenGrid) -> torch.Tensor:
+        """x (B, F*N, D), modulation (B, 6, D), text (B, T, D), text_mask (B, T) bool -> (B, F*N, D).
+
+        `tokens` = (F, height, width), N = height*width; checked by `VideoDiT.forward`.
+        """
+        f = tokens.num_frames
+        assert x.shape[1] == f * tokens.height * tokens.width, (tuple(x.shape), tokens)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
             self.scale_shift_table[None] + modulation).chunk(6, dim=1)  # each (B, 1, D)
         h = modulate(self.norm1(x), shift_msa, scale_msa)
         if self.self_attention == "spatial":  # each frame alone
-            h = self.attn(rearrange(h, "b (f n) d -> (b f) n d", f=num_frames))
-            h = rearrange(h, "(b f) n d -> b (f n) d", f=num_frames)
+            h = self.attn(rearrange(h, "b (f n) d -> (b f) n d", f=f))
+            h = rearrange(h, "(b f) n d -> b (f n) d", f=f)
         elif self.self_attention == "full":  # all F*N tokens
             h = self.attn(h)
         else:
-            h = self.attn(h, num_frames, height, width)
+            h = self.attn(h, tokens)
         x = x + gate_msa * h
         if self.motion_module is not None:
-            x = self.motion_module(rearrange(x, "b (f n) d -> (b f) n d", f=num_frames), num_frames, height, width)
-            x = rearrange(x, "(b f) n d -> b (f n) d", f=num_frames)
+            x = self.motion_module(rearrange(x, "b (f n) d -> (b f) n d", f=f), tokens)
+            x = rearrange(x, "(b f) n d -> b (f n) d", f=f)
         x = x + self.cross_attn(x, text, text_mask)  # per token, so all frames at once
         h = modulate(self.norm2(x), shift_mlp, scale_mlp)
         return x + gate_mlp * self.mlp(h)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -26,11 +25,14 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ea_dit.blocks import VideoDiTBlock
+from ea_dit.atomic import atomic_write, atomic_write_text
+from ea_dit.blocks import VideoDiTBlock, modulate
 from ea_dit.config import VideoDiTConfig
 from ea_dit.embeddings import AdaLNSingle, CaptionProjection, PatchEmbed
 from ea_dit.files import load_safetensors, read_json_object
+from ea_dit.grid_reshape import TokenGrid
 from ea_dit.motion_module import MotionModule
+from ea_dit.pixart import config_from_pixart, convert_pixart_state_dict, load_diffusers_weights
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -49,7 +51,7 @@ class FinalLayer(nn.Module):
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """x (B, L, D), emb (B, D) -> (B, L, p*p*C_out)."""
         shift, scale = (self.scale_shift_table[None] + emb[:, None]).chunk(2, dim=1)
-        return self.linear(self.norm(x) * (1 + scale) + shift)
+        return self.linear(modulate(self.norm(x), shift, scale))
 
 
 class VideoDiT(nn.Module):
@@ -169,7 +171,7 @@ class VideoDiT(nn.Module):
         """
         b, _, num_frames, height, width = self._check_inputs(latents, text_embeds, text_mask)
         c, p = self.config, self.config.patch_size
-        h, w = height // p, width // p
+        tokens = TokenGrid(num_frames, height // p, width // p)
         timestep = self._broadcast_timestep(timestep, b)
         if c.use_additional_conditions:
             resolution, aspect_ratio = self._size_conditions(resolution, aspect_ratio, b, height, width)
@@ -186,14 +188,15 @@ class VideoDiT(nn.Module):
             if i >= first_pop:  # U-ViT: mirrored block of the first half, last in first out
                 x = x + self.long_skips[i - first_pop](skips.pop())
             if self.gradient_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, modulation, text, mask, num_frames, h, w, use_reentrant=False)
+                x = checkpoint(block, x, modulation, text, mask, tokens, use_reentrant=False)
             else:
-                x = block(x, modulation, text, mask, num_frames, h, w)
+                x = block(x, modulation, text, mask, tokens)
             if i < len(self.long_skips):
                 skips.append(x)
 
         x = self.final_layer(x, emb)  # (B, F*N, p*p*C_out)
-        return rearrange(x, "b (f h w) (p q c) -> b c f (h p) (w q)", f=num_frames, h=h, w=w, p=p, q=p)
+        return rearrange(x, "b (f h w) (p q c) -> b c f (h p) (w q)", f=num_frames, h=tokens.height,
+                         w=tokens.width, p=p, q=p)
 
     def _check_inputs(self, latents, text_embeds, text_mask) -> tuple[int, int, int, int, int]:
         c = self.config
@@ -270,18 +273,21 @@ class VideoDiT(nn.Module):
         path.mkdir(parents=True, exist_ok=True)
         config = {"_class_name": type(self).__name__, **self.config.to_dict()}
         state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        _atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-        _atomic_write(path / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)))
+        atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+        atomic_write_text(path / CONFIG_NAME, json.dumps(config, indent=2))
         return path
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, torch_dtype: torch.dtype | None = None,
+    def from_pretrained(cls, path: str | os.PathLike, dtype: torch.dtype | None = None,
                         device: str | torch.device | None = None, **overrides) -> VideoDiT:
         """Load a model saved by `save_pretrained`, or convert a diffusers `PixArtTransformer2DModel` folder.
 
+        Like every `from_pretrained` of these packages, the model comes back in eval mode (call `.train()`
+        to train it), with weights in `dtype` on `device`.
+
         Args:
             path: folder with config.json (a pipeline folder with a `transformer/` subfolder works too).
-            torch_dtype, device: where to put the weights.
+            dtype, device: where to put the weights.
             **overrides: config settings to change, e.g. `attention_backend="triton"`, `long_skip=False`,
                 `motion_module_positions=(0, 2)`. For a PixArt folder the motion modules and U-ViT skips
                 (absent there) are freshly initialised, i.e. zero: the result computes PixArt's output.
@@ -300,8 +306,6 @@ class VideoDiT(nn.Module):
         raw = read_json_object(config_file)
         class_name = raw.get("_class_name")
         if class_name == "PixArtTransformer2DModel":
-            from ea_dit.pixart import config_from_pixart, convert_pixart_state_dict, load_diffusers_weights
-
             config = _config_from(config_file, lambda: VideoDiTConfig.from_dict(
                 {**config_from_pixart(raw, config_file), **overrides}, source=str(config_file)))
             model = cls(config)
@@ -326,7 +330,7 @@ class VideoDiT(nn.Module):
             raise ValueError(f"weights in {folder} do not match the config: missing {bad_missing[:8]}"
                              f"{'...' if len(bad_missing) > 8 else ''}, unexpected {unexpected[:8]}"
                              f"{'...' if len(unexpected) > 8 else ''}")
-        return model.to(device=device, dtype=torch_dtype)
+        return model.to(device=device, dtype=dtype).eval()
 
 
 def _config_from(config_file: Path, build) -> VideoDiTConfig:
@@ -338,14 +342,3 @@ def _config_from(config_file: Path, build) -> VideoDiTConfig:
             raise
         raise ValueError(f"{config_file}: {err}") from None
 
-
-def _atomic_write(target: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise

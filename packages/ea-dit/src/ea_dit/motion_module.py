@@ -7,8 +7,8 @@ The module works on the token layout of a spatial (per-frame) DiT, `x: (B*F, H*W
     -> LayerNorm -> GEGLU feed-forward -> residual
     -> proj_out (zero-initialised) -> + x
 
-Temporal attention uses Grid Reshape: every sequence is the `F*g*g` tokens of one `g x g` spatial cell,
-`b f (h n) (w m) c -> (b h w) (f n m) c`. It is computed by :func:`ea_dit.attention.temporal_attention`,
+Temporal attention uses Grid Reshape (defined in `ea_dit.grid_reshape`): every sequence is the `F*g*g`
+tokens of one `g x g` spatial cell. It is computed by :func:`ea_dit.attention.temporal_attention`,
 which takes q/k/v in the spatial layout; with the Triton backend the reshape is folded into the kernel,
 so no rearranged copy of q, k, v or the output is made.
 
@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +33,7 @@ from einops import rearrange
 from torch import nn
 
 from ea_dit.attention import temporal_attention
+from ea_dit.grid_reshape import TokenGrid, check_tokens
 
 
 def temporal_position_table(num_frames: int, dim: int, device: torch.device | None = None) -> torch.Tensor:
@@ -80,9 +80,9 @@ class TemporalSelfAttention(nn.Module):
         self.to_v = nn.Linear(dim, dim, bias=False)
         self.to_out = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, num_frames: int, height: int, width: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, tokens: TokenGrid) -> torch.Tensor:
         q, k, v = (rearrange(f(x), "n l (h d) -> n l h d", h=self.num_heads) for f in (self.to_q, self.to_k, self.to_v))
-        out = temporal_attention(q, k, v, num_frames, height, width, grid=self.grid, backend=self.backend)
+        out = temporal_attention(q, k, v, tokens, grid=self.grid, backend=self.backend)
         return self.to_out(rearrange(out, "n l h d -> n l (h d)"))
 
 
@@ -128,9 +128,14 @@ class MotionModule(nn.Module):
         for attn in self.attns:
             attn.backend = backend
 
-    def forward(self, x: torch.Tensor, num_frames: int, height: int, width: int) -> torch.Tensor:
-        """x: (B*F, height*width, C) tokens of F frames per video, row-major -> same shape."""
-        self._check_input(x, num_frames, height, width)
+    def forward(self, x: torch.Tensor, tokens: TokenGrid) -> torch.Tensor:
+        """x: (B*F, height*width, C) tokens of F frames per video, row-major; tokens = (F, height, width).
+
+        Returns the same shape. Raises ValueError on a shape the module cannot take.
+        """
+        tokens = TokenGrid(*tokens)
+        self._check_input(x, tokens)
+        num_frames = tokens.num_frames
         # GroupNorm per frame, over the frame's tokens, as on (b f) c h w in the reference
         h = self.norm(rearrange(x, "n l c -> n c l"))
         h = self.proj_in(rearrange(h, "n c l -> n l c"))
@@ -140,27 +145,21 @@ class MotionModule(nn.Module):
         for norm, attn in zip(self.attn_norms, self.attns):
             hn = norm(h)
             hn = (rearrange(hn, "(b f) l c -> b f l c", f=num_frames) + pos[None, :, None]).flatten(0, 1)
-            h = attn(hn, num_frames, height, width) + h
+            h = attn(hn, tokens) + h
         h = self.ff(self.ff_norm(h)) + h
         return self.proj_out(h) + x
 
-    def _check_input(self, x: torch.Tensor, num_frames: int, height: int, width: int) -> None:
-        if x.dim() != 3 or x.shape[-1] != self.dim:
-            raise ValueError(f"MotionModule input has shape {tuple(x.shape)}; expected (batch*frames, "
-                             f"height*width, {self.dim})")
+    def _check_input(self, x: torch.Tensor, tokens: TokenGrid) -> None:
+        if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != self.dim:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"MotionModule input has shape {shape}; expected (batch*frames, height*width, "
+                             f"{self.dim})")
         if not x.is_floating_point():
             raise TypeError(f"MotionModule input has dtype {x.dtype}; expected a floating-point tensor")
-        if num_frames < 1 or x.shape[0] % num_frames:
-            raise ValueError(f"MotionModule input has {x.shape[0]} rows, not a multiple of num_frames={num_frames}")
-        if num_frames > self.max_len:
-            raise ValueError(f"MotionModule got {num_frames} frames; its temporal position table covers "
+        if tokens.num_frames > self.max_len:
+            raise ValueError(f"MotionModule got {tokens.num_frames} frames; its temporal position table covers "
                              f"max_len={self.max_len}")
-        if x.shape[1] != height * width:
-            raise ValueError(f"MotionModule input has {x.shape[1]} tokens per frame, but height*width = "
-                             f"{height}*{width} = {height * width}")
-        if height % self.grid or width % self.grid:
-            raise ValueError(f"MotionModule: Grid Reshape with grid={self.grid} needs the token grid divisible "
-                             f"by {self.grid}; got {height}x{width} tokens per frame")
+        check_tokens(x, tokens, self.grid, "MotionModule input")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -168,18 +167,18 @@ class MotionModule(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
-@dataclass
-class VideoContext:
-    """What the inserted motion modules need to know about the current batch.
+class _MotionContext:
+    """What the inserted motion modules need to know about the current host forward.
 
-    `num_frames` must be set by the caller for every video forward (the host only sees B*F images);
-    `height`/`width` (tokens per frame) are filled from the host's input when it has a `config.patch_size`
-    (diffusers models), else set them too.
+    `num_frames` comes from :func:`video_frames`; the token height/width from `video_frames` too, or
+    else from the host's input when it has a `config.patch_size` (diffusers models). The host's forward
+    pre-hook combines them into `tokens`, the :class:`TokenGrid` every motion module of that forward uses.
     """
 
-    num_frames: int | None = None
-    height: int | None = None
-    width: int | None = None
+    def __init__(self):
+        self.num_frames: int | None = None
+        self.size: tuple[int, int] | None = None  # (height, width) in tokens, given to video_frames
+        self.tokens: TokenGrid | None = None
 
 
 class _MotionHook:
@@ -191,18 +190,18 @@ class _MotionHook:
     sits exactly between self-attention and cross-attention, with no change to the host's code or keys.
     """
 
-    def __init__(self, module: MotionModule, context: VideoContext):
+    def __init__(self, module: MotionModule, context: _MotionContext):
         self.module, self.context = module, context
         self._delta: list[torch.Tensor] = []
 
     def pre_hook(self, attn: nn.Module, args: tuple, kwargs: dict):
-        ctx = self.context
-        if ctx.num_frames is None or ctx.height is None or ctx.width is None:
+        tokens = self.context.tokens
+        if tokens is None:
             raise RuntimeError("motion modules are inserted but the video shape is unknown: run the host inside "
-                               "`with video_frames(transformer, num_frames): ...` (set height/width too if the "
+                               "`with video_frames(transformer, num_frames): ...` (give height/width too if the "
                                "host has no config.patch_size)")
         x = args[0] if args else kwargs["hidden_states"]
-        y = self.module(x, ctx.num_frames, ctx.height, ctx.width)
+        y = self.module(x, tokens)
         self._delta.append(y - x)
         if args:
             return (y, *args[1:]), kwargs
@@ -212,13 +211,17 @@ class _MotionHook:
         return output + self._delta.pop()
 
 
-def _infer_token_grid(transformer: nn.Module, context: VideoContext):
+def _token_grid_hook(transformer: nn.Module, context: _MotionContext):
+    """Host forward pre-hook: the token grid of this forward, from video_frames and the host's input."""
     patch = getattr(getattr(transformer, "config", None), "patch_size", None)
 
     def pre_hook(module: nn.Module, args: tuple, kwargs: dict):
+        size = context.size
         latents = args[0] if args else kwargs.get("hidden_states")
-        if patch and isinstance(latents, torch.Tensor) and latents.dim() == 4:
-            context.height, context.width = latents.shape[-2] // patch, latents.shape[-1] // patch
+        if size is None and patch and isinstance(latents, torch.Tensor) and latents.dim() == 4:
+            size = (latents.shape[-2] // patch, latents.shape[-1] // patch)
+        ok = context.num_frames is not None and size is not None
+        context.tokens = TokenGrid(context.num_frames, *size) if ok else None
 
     return pre_hook
 
@@ -257,7 +260,7 @@ def insert_motion_modules(transformer: nn.Module, num_heads: int = 8, grid: int 
     if blocks is None:
         raise ValueError(f"{type(transformer).__name__} has no attribute {blocks_attr!r} holding its blocks")
     indices = list(range(len(blocks))) if positions is None else list(positions)
-    context = VideoContext()
+    context = _MotionContext()
     mms = nn.ModuleList()
     ref = next(transformer.parameters())
     for i in indices:
@@ -277,24 +280,27 @@ def insert_motion_modules(transformer: nn.Module, num_heads: int = 8, grid: int 
         mms.append(mm)
     transformer.motion_modules = mms
     transformer.motion_context = context
-    transformer.register_forward_pre_hook(_infer_token_grid(transformer, context), with_kwargs=True)
+    transformer.register_forward_pre_hook(_token_grid_hook(transformer, context), with_kwargs=True)
     return mms
 
 
 @contextlib.contextmanager
 def video_frames(transformer: nn.Module, num_frames: int, height: int | None = None,
-                 width: int | None = None) -> Iterator[VideoContext]:
-    """Within the block, the host's batch holds videos of `num_frames` frames (frame-major per video)."""
-    context: VideoContext | None = getattr(transformer, "motion_context", None)
+                 width: int | None = None) -> Iterator[None]:
+    """Within the block, the host's batch holds videos of `num_frames` frames (frame-major per video).
+
+    `height`, `width`: tokens per frame; needed only when the host has no `config.patch_size` to read
+    them from its input.
+    """
+    context: _MotionContext | None = getattr(transformer, "motion_context", None)
     if context is None:
         raise ValueError("this transformer has no inserted motion modules; call insert_motion_modules first")
-    saved = (context.num_frames, context.height, context.width)
+    if (height is None) != (width is None):
+        raise ValueError("video_frames: give both height and width (tokens per frame), or neither")
+    saved = (context.num_frames, context.size, context.tokens)
     context.num_frames = num_frames
-    if height is not None:
-        context.height = height
-    if width is not None:
-        context.width = width
+    context.size = None if height is None else (height, width)
     try:
-        yield context
+        yield
     finally:
-        context.num_frames, context.height, context.width = saved
+        context.num_frames, context.size, context.tokens = saved

@@ -68,12 +68,13 @@ class T5TextEncoder(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path_or_id: str | os.PathLike, tokenizer_path: str | os.PathLike | None = None,
-                        max_length: int = PIXART_MAX_LENGTH, torch_dtype: torch.dtype | None = None,
+                        max_length: int = PIXART_MAX_LENGTH, dtype: torch.dtype | None = None,
                         device: str | torch.device | None = None, **hub_kwargs) -> T5TextEncoder:
         """Load from a folder or hub id holding both, or a pipeline folder with `text_encoder/` + `tokenizer/`.
 
-        `tokenizer_path` overrides where the tokenizer is read from. Extra keyword arguments (e.g.
-        `revision`, `local_files_only`) go to transformers' `from_pretrained`.
+        `tokenizer_path` overrides where the tokenizer is read from. The encoder comes back frozen, in eval
+        mode, in `dtype` on `device`. Extra keyword arguments (e.g. `revision`, `local_files_only`) go to
+        transformers' `from_pretrained`.
         """
         try:
             from transformers import AutoTokenizer, T5EncoderModel
@@ -94,7 +95,7 @@ class T5TextEncoder(nn.Module):
             raise ValueError(f"{local} is a file; expected a folder with a T5 model and tokenizer, or a hub id")
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(tok_path or model_path), **hub_kwargs)
-            model = T5EncoderModel.from_pretrained(model_path, dtype=torch_dtype, **hub_kwargs)
+            model = T5EncoderModel.from_pretrained(model_path, dtype=dtype, **hub_kwargs)
         except Exception as err:
             if local.is_dir():  # transformers' SafetensorError names no file: find and name it
                 from ea_dit.files import check_safetensors_folder
@@ -105,7 +106,7 @@ class T5TextEncoder(nn.Module):
             raise OSError(f"text encoder {str(path_or_id)!r} is not a local folder and not in the Hugging Face "
                           "cache, and downloads are off (HF_HUB_OFFLINE); give a local path or go online") from err
         model.eval().requires_grad_(False)
-        return cls(model.to(device), tokenizer, max_length=max_length)
+        return cls(model.to(device), tokenizer, max_length=max_length).eval()
 
     @property
     def device(self) -> torch.device:
@@ -142,5 +143,3 @@ class T5TextEncoder(nn.Module):
         out = self.model(input_ids=ids, attention_mask=mask.long())
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
         return hidden, mask
-
-    encode = forward

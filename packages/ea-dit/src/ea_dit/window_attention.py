@@ -45,6 +45,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from ea_dit.grid_reshape import TokenGrid
+
 ORDERS = ("fhw", "fwh", "hfw", "hwf", "wfh", "whf")  # token orders, slowest axis first
 KERNELS = ("auto", "flex", "blocks")
 FLEX_MIN_TOKENS = 4096  # "auto" compiles FlexAttention on the CPU only from this many tokens
@@ -455,8 +457,19 @@ class HybridWindowAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, num_frames: int, height: int, width: int) -> torch.Tensor:
-        """x: (B, F*H*W, C) tokens, frame-major then row-major -> same shape."""
+    def forward(self, x: torch.Tensor, num_frames: int | TokenGrid, height: int | None = None,
+                width: int | None = None) -> torch.Tensor:
+        """x: (B, F*H*W, C) tokens, frame-major then row-major -> same shape.
+
+        The grid is given as `forward(x, num_frames, height, width)` or as one
+        `forward(x, TokenGrid(F, H, W))` (the DiT blocks' form).
+        """
+        if isinstance(num_frames, tuple):
+            if height is not None or width is not None:
+                raise TypeError("HybridWindowAttention.forward: give either a TokenGrid or num_frames, height, width")
+            num_frames, height, width = num_frames
+        elif height is None or width is None:
+            raise TypeError("HybridWindowAttention.forward needs num_frames, height and width (or one TokenGrid)")
         if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"HybridWindowAttention input has shape {tuple(getattr(x, 'shape', ()))}; expected "
                              f"(batch, frames*height*width, {self.dim})")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import os
 import sys
@@ -26,6 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .atomic import atomic_write
+from .files import WeightsFileError
+from .metrics import psnr, ssim
+from .model import SliceVAE
+from .video_io import VideoReadError, frames_to_tensor, read_video, tensor_to_frames, write_video
 
 LATENTS_FORMAT = "ea-vae-latents/1"
 # Containers that take the H.264 stream `write_video` produces, plus animated GIF.
@@ -69,8 +78,6 @@ def _check_video_output(path: Path) -> None:
 
 def _need(module: str):
     """Import an optional dependency of the `video` extra, or fail with an install hint."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError as e:
@@ -172,9 +179,6 @@ def _device(name: str | None) -> torch.device:
 
 def load_model(args: argparse.Namespace):
     """Load the SliceVAE named by ``--model`` and apply the slicing/tiling options."""
-    from . import SliceVAE
-    from .files import WeightsFileError
-
     path = Path(args.model)
     if not path.exists():
         raise CLIError(f"{path}: model folder does not exist")
@@ -220,7 +224,10 @@ def _progress(vae, what: str, enabled: bool):
         yield
         return
     tqdm = _need("tqdm").tqdm
-    bar = tqdm(desc=what, unit="slice", leave=False, file=sys.stderr)
+    # On a terminal the bar redraws in place; in a log (CI, a redirected run) every redraw is a new line,
+    # so there it updates at most every 30 s.
+    interval = 0.1 if sys.stderr.isatty() else 30.0
+    bar = tqdm(desc=what, unit="slice", leave=False, file=sys.stderr, mininterval=interval)
 
     def update(done: int, total: int) -> None:
         bar.total = total
@@ -288,8 +295,6 @@ def resize_video(video: torch.Tensor, width: int, height: int) -> torch.Tensor:
 
 def load_video(path: Path, args: argparse.Namespace) -> tuple[torch.Tensor, dict[str, Any]]:
     """Read a video file into ``(1, 3, 1 + 4k, H8, W8)`` in [-1, 1] plus metadata for the latents file."""
-    from .video_io import frames_to_tensor, read_video
-
     _need("av")
     _need("numpy")
     if args.max_frames is not None and args.max_frames < 1:
@@ -313,8 +318,6 @@ def load_video(path: Path, args: argparse.Namespace) -> tuple[torch.Tensor, dict
 
 def save_video(path: Path, video: torch.Tensor, fps: float, size: tuple[int, int] | None = None) -> None:
     """Write ``(1, 3, F, H, W)`` in [-1, 1] to ``path``, resized to ``size=(W, H)`` (made even) if given."""
-    from .video_io import tensor_to_frames, write_video
-
     _need("av")
     _need("numpy")
     if size is not None:
@@ -331,26 +334,13 @@ def save_video(path: Path, video: torch.Tensor, fps: float, size: tuple[int, int
 
 def save_latents(path: Path, latents: torch.Tensor, meta: dict[str, Any], model_config: dict[str, Any]) -> None:
     """Write latents and metadata to a safetensors file atomically (temp file + rename)."""
-    from safetensors.torch import save_file
-
     header = {"format": LATENTS_FORMAT, "model_config": json.dumps(model_config, default=str)}
     header |= {k: json.dumps(v) for k, v in meta.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        save_file({"latents": latents.contiguous()}, str(tmp), metadata=header)
-        umask = os.umask(0o022)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # safetensors creates 0600 files; outputs get the user's usual mode
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: save_file({"latents": latents.contiguous()}, str(tmp), metadata=header))
 
 
 def load_latents(path: Path) -> tuple[torch.Tensor, dict[str, Any]]:
     """Read ``(latents, metadata)`` written by :func:`save_latents`; metadata values are JSON-decoded."""
-    from safetensors import safe_open
-
     if not path.is_file():
         raise CLIError(f"{path}: latents file does not exist")
     try:
@@ -420,8 +410,6 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_roundtrip(args: argparse.Namespace) -> int:
-    from .metrics import psnr, ssim
-
     _refuse_overwrite(args.output, args.video, *_model_files(args))
     _check_video_output(args.output)
     video, meta = load_video(args.video, args)
@@ -443,8 +431,6 @@ def cmd_roundtrip(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ea-vae`` console script; returns the exit code (2 for bad input)."""
-    from .video_io import VideoReadError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

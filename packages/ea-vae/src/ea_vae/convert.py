@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from .config import SliceVAEConfig
+from .files import load_safetensors, load_torch_weights, read_json_object
 
 DIFFUSERS_CLASS = "AutoencoderKLMagvit"
 
@@ -91,8 +92,6 @@ def config_from_diffusers(config: dict[str, Any]) -> SliceVAEConfig:
 def load_diffusers_state_dict(folder: str | Path) -> tuple[dict[str, torch.Tensor], Path]:
     """Read a diffusers model folder's weights (single or sharded safetensors, or a `.bin` loaded with
     `weights_only=True`) and convert the keys. Returns the state dict and the file it came from."""
-    from .files import load_safetensors, load_torch_weights, read_json_object
-
     folder = Path(folder)
     single = folder / "diffusion_pytorch_model.safetensors"
     index = folder / "diffusion_pytorch_model.safetensors.index.json"

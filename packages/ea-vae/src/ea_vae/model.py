@@ -30,18 +30,24 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
+from .atomic import atomic_write, atomic_write_text
+from .blocks import BLOCKS, MidBlock3D
+from .causal_conv import CausalConv3d
+from .causal_conv_fast import conv_normed
 from .config import SliceVAEConfig
+from .convert import config_from_diffusers, is_diffusers_config, load_diffusers_state_dict
 from .distribution import DiagonalGaussian
 from .files import load_safetensors, read_json_object
-from .layers import BLOCKS, CausalConv3d, MidBlock3D, StreamCache, Workspace, pointwise_conv, to_frames
+from .layout import pointwise_conv, to_frames
+from .stream import StreamCache, Workspace
 from .tiling import Tile, make_tiles
 
 SCHEMES = ("streaming", "shared")
@@ -73,7 +79,7 @@ class Encoder(nn.Module):
         for block in self.down_blocks:
             h = block(h, cache)
         h = self.mid_block(h, cache)
-        return self.conv_out.forward_normed(h, self.conv_norm_out, self.act, cache)
+        return conv_normed(self.conv_out, h, self.conv_norm_out, self.act, cache)
 
 
 class Decoder(nn.Module):
@@ -107,7 +113,7 @@ class Decoder(nn.Module):
             following = block.doubles_time(cache)  # asked before the upsampler marks itself started
             h = block(h, cache, doubled)
             doubled = following
-        return self.conv_out.forward_normed(h, self.conv_norm_out, self.act, cache)
+        return conv_normed(self.conv_out, h, self.conv_norm_out, self.act, cache)
 
     def forward(self, z: torch.Tensor, cache: StreamCache) -> torch.Tensor:
         return self.up(self.mid(z, cache), cache)
@@ -322,34 +328,29 @@ class SliceVAE(nn.Module):
     # ------------------------------------------------------------------ weights
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         """Write `config.json` and `model.safetensors` into folder `path` (atomically, file by file)."""
-        from safetensors.torch import save_file
-
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         config = {"_class_name": "SliceVAE", **self.config.to_dict()}
-        _atomic_write(path / "config.json", lambda f: f.write(json.dumps(config, indent=2).encode()))
+        atomic_write_text(path / "config.json", json.dumps(config, indent=2))
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        fd, tmp = tempfile.mkstemp(dir=path, prefix=".model.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={"format": "pt"})
-            os.replace(tmp, path / "model.safetensors")
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        atomic_write(path / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
         return path
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, dtype: torch.dtype | None = None,
                         device: torch.device | str | None = None) -> SliceVAE:
         """Load a SliceVAE folder (`config.json` + `model.safetensors`) or a diffusers
-        `AutoencoderKLMagvit` folder (detected from `_class_name` in its `config.json`; keys are converted)."""
-        from .convert import config_from_diffusers, is_diffusers_config, load_diffusers_state_dict
+        `AutoencoderKLMagvit` folder (detected from `_class_name` in its `config.json`; keys are converted).
 
+        A pipeline folder with a `vae/` subfolder works too. Like every `from_pretrained` of these
+        packages, the model comes back in eval mode (call `.train()` to train it), in `dtype` on `device`.
+        """
         path = Path(path)
         if path.is_file():
             raise NotADirectoryError(f"{path} is a file; SliceVAE.from_pretrained takes the folder that holds "
                                      f"config.json and model.safetensors (here perhaps {path.parent})")
+        if not (path / "config.json").is_file() and (path / "vae" / "config.json").is_file():
+            path = path / "vae"
         cfg_file = path / "config.json"
         if not cfg_file.is_file():
             where = "" if path.exists() else "; the folder does not exist"
@@ -397,13 +398,3 @@ class SliceVAE(nn.Module):
             raise ValueError(f"{source}: weights do not fit the config: " + "; ".join(parts))
         self.load_state_dict(state)
 
-
-def _atomic_write(target: Path, write: Callable) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

@@ -20,8 +20,10 @@ import re
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
+from .atomic import atomic_write
 from .files import load_state_dict
 
 # VGG16 configuration "D": channels of each conv, "M" = 2x2 max pool.
@@ -100,13 +102,8 @@ class LPIPS(nn.Module):
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write trunk and heads to a safetensors file (atomically), loadable by :meth:`from_pretrained`."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(tmp))
-        os.replace(tmp, path)
-        return path
+        state = {k: v.contiguous() for k, v in self.state_dict().items()}
+        return atomic_write(path, lambda tmp: save_file(state, str(tmp)))
 
 
 def convert_lpips_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

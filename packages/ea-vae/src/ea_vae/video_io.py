@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from .atomic import atomic_write
+
 
 class VideoReadError(RuntimeError):
     """A video could not be opened or decoded; the message names the file and the problem."""
@@ -161,10 +163,13 @@ def write_video(path: str | os.PathLike, frames, fps: float, crf: int = 18) -> P
     gif = str(path).lower().endswith(".gif")
     if (h % 2 or w % 2) and not gif:
         raise ValueError(f"write_video needs even width and height for yuv420p, got {w}x{h}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     rate = Fraction(fps).limit_denominator(1001)
+    return atomic_write(path, lambda tmp: _encode(av, tmp, frames, rate, gif, crf))
+
+
+def _encode(av, tmp: Path, frames, rate: Fraction, gif: bool, crf: int) -> None:
+    """Encode `(F, H, W, 3)` uint8 frames into the container at `tmp` (format from its suffix)."""
+    _, h, w, _ = frames.shape
     with av.open(str(tmp), mode="w") as container:
         if gif:
             stream = container.add_stream("gif", rate=rate)
@@ -181,8 +186,6 @@ def write_video(path: str | os.PathLike, frames, fps: float, crf: int = 18) -> P
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    os.replace(tmp, path)
-    return path
 
 
 def frames_to_tensor(frames) -> torch.Tensor:

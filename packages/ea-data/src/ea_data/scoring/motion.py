@@ -6,14 +6,15 @@ of v source pixels per frame, sampled every k frames from a video whose shorter 
 scores about ``v * k * 256 / S``; the score does not depend on the source resolution.
 
 Camera shake is not motion: the global (camera) translation between sampled frames is estimated by
-phase correlation, its cumulative path over the clip is fitted by a smooth camera path (a quadratic
+the median of the dense flow, its cumulative path over the clip is fitted by a smooth camera path (a quadratic
 in time: pans, accelerating pans), and the difference - hand-held tremor, which at a 2 fps sampling
 rate looks like a random jump between samples - is removed from every pixel's flow before the
 magnitudes are averaged. So a steady pan scores its speed, a subject moving in front of a shaking
 camera scores the subject's motion, and a static scene shot by a shaking hand scores about as low
-as a static one (tests/ea_data/test_scoring_realistic.py). The global shift is also removed before
-the dense flow is computed (the residual flow is added back), so pans much faster than the dense
-flow's own range (tens of pixels per step at 2 fps) are measured too.
+as a static one (tests/ea_data/test_scoring_realistic.py). The dense flow is also computed after
+undoing the phase-correlation shift of the pair (the shift is added back), and the flow that
+predicts the pair better is kept, so pans much faster than the dense flow's own range (tens of
+pixels per step at 2 fps) are measured too.
 
 Backends:
 - "opencv": OpenCV dense flow, weight-free (the default). `opencv_flow="dis"` (default) is DIS
@@ -119,23 +120,31 @@ def opencv_motion_score(frames: np.ndarray, work_size: int = DEFAULT_WORK_SIZE,
     interp = cv2.INTER_AREA if h < frames.shape[1] else cv2.INTER_LINEAR
     gray = [cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), (w, h), interpolation=interp) for f in frames]
     flows, shifts, valid = [], [], []
-    yy, xx = np.mgrid[0:h, 0:w]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     for a, b in zip(gray[:-1], gray[1:]):
+        # Two explanations of the pair: the dense flow alone, and the dense flow after undoing the
+        # correlation peak's shift (a fast pan beyond the flow's range; but on a repetitive texture the
+        # peak can be an alias, and it can be a large subject). Keep the one that predicts `a` better.
+        best = None
         gx, gy = global_shift(a, b)
-        # b_aligned(x) = b(x + g): the camera's shift undone, so the dense flow sees small motion only.
-        m = np.float32([[1, 0, gx], [0, 1, gy]])
-        b_al = cv2.warpAffine(b, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                              borderMode=cv2.BORDER_REPLICATE)
-        inside = (xx + gx >= 0) & (xx + gx <= w - 1) & (yy + gy >= 0) & (yy + gy <= h - 1)
-        # The strongest correlation peak can be a large subject (or a repetitive texture's alias)
-        # rather than the camera: keep the shift only if it explains the frame better than none.
-        diff = cv2.absdiff(a, b_al)[inside].mean() if inside.any() else np.inf
-        if not diff < cv2.absdiff(a, b).mean():
-            gx = gy = 0.0
-            b_al, inside = b, np.ones((h, w), bool)
-        flows.append(flow(a, b_al) + np.float32([gx, gy]))
-        shifts.append((gx, gy))
+        for sx, sy in ((0.0, 0.0), (gx, gy)) if abs(gx) + abs(gy) > 1 else ((0.0, 0.0),):
+            m = np.float32([[1, 0, sx], [0, 1, sy]])
+            # b_aligned(x) = b(x + s): the shift undone, so the dense flow sees the remaining motion only.
+            b_al = b if (sx, sy) == (0.0, 0.0) else cv2.warpAffine(
+                b, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+            total = flow(a, b_al) + np.float32([sx, sy])
+            mx, my = xx + total[..., 0], yy + total[..., 1]
+            inside = (mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)
+            pred = cv2.remap(b, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            err = float(cv2.absdiff(a, pred)[inside].mean()) if inside.any() else np.inf
+            if best is None or err < best[0]:
+                best = (err, total, inside)
+        _, total, inside = best
+        flows.append(total)
         valid.append(inside)
+        # The camera's shift: the median flow (robust to a subject).
+        med = np.median(total[inside], axis=0) if inside.any() else np.zeros(2)
+        shifts.append((float(med[0]), float(med[1])))
     return stabilised_magnitude(flows, np.array(shifts, np.float64), valid)
 
 

@@ -1,13 +1,10 @@
-"""Grid Reshape as a standalone Triton kernel (and its inverse), with autograd and a PyTorch reference.
+"""Grid Reshape as a standalone Triton kernel (and its inverse), with autograd.
 
-Grid Reshape (EasyAnimate V1) makes the temporal attention of the motion module see every frame of a
-`g x g` spatial cell instead of a single pixel:
-
-    (b f) (h n w m) c -> (b h w) (f n m) c        with n = m = g
-
-`grid_reshape` gathers the temporal sequences, `grid_unreshape` scatters them back; each is the other's
-backward. The fused temporal-attention kernel does not need them (it folds the same index map into its
-pointer arithmetic); they serve models that want the reshaped tokens themselves.
+Grid Reshape and its index map are defined in `ea_dit.grid_reshape` (`grid_reshape`,
+`grid_unreshape`: the einops definition, which is this kernel's oracle). `grid_reshape_triton`
+gathers the temporal sequences with the same map, `grid_unreshape_triton` scatters them back; each is
+the other's backward. The fused temporal-attention kernel does not need them (it folds the same index
+map into its pointer arithmetic); they serve models that want the reshaped tokens themselves.
 """
 
 from __future__ import annotations
@@ -15,23 +12,11 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from einops import rearrange
 
+from ea_dit.grid_reshape import TokenGrid, check_grid, check_tokens
 from ea_dit.kernels._common import check_triton_device, interpreting, next_pow2
 
-__all__ = ["grid_reshape_reference", "grid_unreshape_reference", "grid_reshape_triton", "grid_unreshape_triton"]
-
-
-def grid_reshape_reference(x: torch.Tensor, num_frames: int, height: int, width: int, grid: int) -> torch.Tensor:
-    """(B*F, height*width, *C) -> (B*(height/g)*(width/g), F*g*g, *C) with einops (a copy)."""
-    return rearrange(x, "(b f) (h n w m) ... -> (b h w) (f n m) ...", f=num_frames, h=height // grid, n=grid,
-                     w=width // grid, m=grid)
-
-
-def grid_unreshape_reference(y: torch.Tensor, num_frames: int, height: int, width: int, grid: int) -> torch.Tensor:
-    """(B*(height/g)*(width/g), F*g*g, *C) -> (B*F, height*width, *C) with einops (a copy)."""
-    return rearrange(y, "(b h w) (f n m) ... -> (b f) (h n w m) ...", f=num_frames, h=height // grid, n=grid,
-                     w=width // grid, m=grid)
+__all__ = ["grid_reshape_triton", "grid_unreshape_triton"]
 
 
 @triton.jit
@@ -80,71 +65,67 @@ def _launch(x3: torch.Tensor, y3: torch.Tensor, num_frames: int, width: int, cel
     )
 
 
-def _reshape_fwd(x, num_frames, height, width, grid):
+def _reshape_fwd(x, tokens: TokenGrid, grid: int):
     bf, n = x.shape[:2]
     trailing = x.shape[2:]
     x3 = x.reshape(bf, n, -1)  # a view when the trailing dims are contiguous
+    f, height, width = tokens
     cells_h, cells_w = height // grid, width // grid
-    s = bf // num_frames * cells_h * cells_w
-    y3 = torch.empty(s, num_frames * grid * grid, x3.shape[2], dtype=x.dtype, device=x.device)
-    _launch(x3, y3, num_frames, width, cells_h, cells_w, grid, inverse=False)
-    return y3.reshape(s, num_frames * grid * grid, *trailing)
+    s = bf // f * cells_h * cells_w
+    y3 = torch.empty(s, f * grid * grid, x3.shape[2], dtype=x.dtype, device=x.device)
+    _launch(x3, y3, f, width, cells_h, cells_w, grid, inverse=False)
+    return y3.reshape(s, f * grid * grid, *trailing)
 
 
-def _unreshape_fwd(y, num_frames, height, width, grid):
+def _unreshape_fwd(y, tokens: TokenGrid, grid: int):
     s, t = y.shape[:2]
     trailing = y.shape[2:]
     y3 = y.reshape(s, t, -1).contiguous()
+    f, height, width = tokens
     cells_h, cells_w = height // grid, width // grid
-    bf = s // (cells_h * cells_w) * num_frames
+    bf = s // (cells_h * cells_w) * f
     x3 = torch.empty(bf, height * width, y3.shape[2], dtype=y.dtype, device=y.device)
-    _launch(x3, y3, num_frames, width, cells_h, cells_w, grid, inverse=True)
+    _launch(x3, y3, f, width, cells_h, cells_w, grid, inverse=True)
     return x3.reshape(bf, height * width, *trailing)
 
 
 class _GridReshape(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, num_frames, height, width, grid):
-        ctx.layout = (num_frames, height, width, grid)
-        return _reshape_fwd(x, num_frames, height, width, grid)
+    def forward(ctx, x, tokens, grid):
+        ctx.layout = (tokens, grid)
+        return _reshape_fwd(x, tokens, grid)
 
     @staticmethod
     def backward(ctx, dy):
-        return _unreshape_fwd(dy, *ctx.layout), None, None, None, None
+        return _unreshape_fwd(dy, *ctx.layout), None, None
 
 
 class _GridUnreshape(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, y, num_frames, height, width, grid):
-        ctx.layout = (num_frames, height, width, grid)
-        return _unreshape_fwd(y, num_frames, height, width, grid)
+    def forward(ctx, y, tokens, grid):
+        ctx.layout = (tokens, grid)
+        return _unreshape_fwd(y, tokens, grid)
 
     @staticmethod
     def backward(ctx, dx):
-        return _reshape_fwd(dx, *ctx.layout), None, None, None, None
+        return _reshape_fwd(dx, *ctx.layout), None, None
 
 
-def _check(x: torch.Tensor, what: str, height: int, width: int, grid: int) -> None:
-    check_triton_device(x, what)
-    if grid < 1 or height % grid or width % grid:
-        raise ValueError(f"{what}: Grid Reshape with grid={grid} needs height and width divisible by {grid}; "
-                         f"got a {height}x{width} token grid")
+def grid_reshape_triton(x: torch.Tensor, tokens: TokenGrid, grid: int = 2) -> torch.Tensor:
+    """Triton `ea_dit.grid_reshape.grid_reshape`: (B*F, height*width, *C) -> (B*cells, F*g*g, *C), differentiable."""
+    check_triton_device(x, "grid_reshape_triton")
+    tokens = TokenGrid(*tokens)
+    check_tokens(x, tokens, grid, "grid_reshape_triton input")
+    return _GridReshape.apply(x, tokens, grid)
 
 
-def grid_reshape_triton(x: torch.Tensor, num_frames: int, height: int, width: int, grid: int = 2) -> torch.Tensor:
-    """Triton Grid Reshape: (B*F, height*width, *C) -> (B*(height/g)*(width/g), F*g*g, *C), differentiable."""
-    _check(x, "grid_reshape_triton", height, width, grid)
-    if x.dim() < 2 or x.shape[0] % num_frames or x.shape[1] != height * width:
-        raise ValueError(f"grid_reshape_triton: input has shape {tuple(x.shape)}; expected (batch*{num_frames} "
-                         f"frames, {height}*{width} tokens, ...)")
-    return _GridReshape.apply(x, num_frames, height, width, grid)
-
-
-def grid_unreshape_triton(y: torch.Tensor, num_frames: int, height: int, width: int, grid: int = 2) -> torch.Tensor:
-    """Triton inverse Grid Reshape: (B*(height/g)*(width/g), F*g*g, *C) -> (B*F, height*width, *C)."""
-    _check(y, "grid_unreshape_triton", height, width, grid)
-    cells = (height // grid) * (width // grid)
-    if y.dim() < 2 or y.shape[0] % cells or y.shape[1] != num_frames * grid * grid:
-        raise ValueError(f"grid_unreshape_triton: input has shape {tuple(y.shape)}; expected (batch*{cells} "
-                         f"cells, {num_frames * grid * grid}, ...)")
-    return _GridUnreshape.apply(y, num_frames, height, width, grid)
+def grid_unreshape_triton(y: torch.Tensor, tokens: TokenGrid, grid: int = 2) -> torch.Tensor:
+    """Triton `ea_dit.grid_reshape.grid_unreshape`: (B*cells, F*g*g, *C) -> (B*F, height*width, *C)."""
+    check_triton_device(y, "grid_unreshape_triton")
+    tokens = TokenGrid(*tokens)
+    check_grid(tokens, grid, "grid_unreshape_triton")
+    f, cells = tokens.num_frames, tokens.num_cells(grid)
+    if y.dim() < 2 or y.shape[0] % cells or y.shape[1] != f * grid * grid:
+        raise ValueError(f"grid_unreshape_triton: input has shape {tuple(y.shape)}; expected (batch*{cells} cells, "
+                         f"{f}*{grid}*{grid} = {f * grid * grid}, ...)")
+    return _GridUnreshape.apply(y, tokens, grid)

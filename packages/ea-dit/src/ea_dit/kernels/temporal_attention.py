@@ -1,11 +1,12 @@
 """Fused temporal attention with Grid Reshape folded into the kernel's indexing (Triton, fwd + bwd).
 
 The motion module attends along time, but its tokens arrive in the spatial layout of a DiT block,
-`(B*F, N, H, D)` with `N = height*width`. The plain path gathers every temporal sequence with Grid
-Reshape, `(b f) (h n w m) -> (b h w) (f n m)`, runs attention and scatters the result back: four
-full copies of the activations (q, k, v, out) plus the same again in the backward pass. Here the
-index map of Grid Reshape lives in the kernel's pointer arithmetic instead, so q/k/v are read - and
-the output and gradients written - directly in the spatial layout:
+`(B*F, N, H, D)` with `N = height*width`. The plain path (`ea_dit.grid_reshape`, which defines Grid
+Reshape and holds this kernel's oracle `temporal_attention_reference`) gathers every temporal sequence
+with `grid_reshape`, runs attention and scatters the result back: four full copies of the activations
+(q, k, v, out) plus the same again in the backward pass. Here the index map of Grid Reshape, as
+defined there, lives in the kernel's pointer arithmetic instead, so q/k/v are read - and the output
+and gradients written - directly in the spatial layout:
 
     sequence s = (b, hh, ww),  position t = (f, n, m)
     token(s, t) = frame b*F + f, spatial index (hh*g + n)*width + ww*g + m
@@ -28,40 +29,18 @@ A query with no key to attend to (all keys masked) yields zeros and zero gradien
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
+from ea_dit.grid_reshape import TokenGrid, check_tokens
 from ea_dit.kernels._common import check_triton_device, interpreting, next_pow2
-from ea_dit.kernels.grid_reshape import grid_reshape_reference, grid_unreshape_reference
 
-__all__ = ["temporal_attention_triton", "temporal_attention_reference", "TokenLayout", "flash_attention_core"]
+__all__ = ["temporal_attention_triton", "SequenceLayout", "flash_attention_core"]
 
 LOG2E = 1.4426950408889634
-
-
-# ----------------------------------------------------------------------------------------------
-# plain PyTorch reference (fallback and test oracle)
-# ----------------------------------------------------------------------------------------------
-
-
-def temporal_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_frames: int, height: int,
-                                 width: int, grid: int = 2) -> torch.Tensor:
-    """Grid Reshape with einops, softmax attention in fp32, reshape back.
-
-    Args:
-        q, k, v: (B*F, height*width, H, D).
-
-    Returns:
-        (B*F, height*width, H, D) in q's dtype.
-    """
-    qs, ks, vs = (grid_reshape_reference(t, num_frames, height, width, grid).float() for t in (q, k, v))
-    scores = torch.einsum("sqhd,skhd->shqk", qs, ks) / math.sqrt(q.shape[-1])
-    out = torch.einsum("shqk,skhd->sqhd", scores.softmax(dim=-1), vs)
-    return grid_unreshape_reference(out, num_frames, height, width, grid).to(q.dtype)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -346,21 +325,39 @@ _INTERPRET_BLOCK = 16
 
 
 @dataclass(frozen=True)
-class TokenLayout:
-    """How the kernel maps (sequence, position) to a token of a `(frames*B, N, H, D)` tensor.
+class SequenceLayout:
+    """The attention sequences the kernel reads from a `(frames*B, N, H, D)` tensor of a :class:`TokenGrid`.
 
     Sequence s = (b, hh, ww) over `batch x cells_h x cells_w`; position t = (f, n, m) over
     `frames x grid x grid`; the token sits at frame `b*frames + f`, spatial index
-    `(hh*grid + n)*width + ww*grid + m`. Queries and keys may have different frame counts.
+    `(hh*grid + n)*width + ww*grid + m` (Grid Reshape's index map). Queries have `tokens.num_frames`
+    frames; keys may have a different count, `frames_k`.
     """
 
-    frames_q: int
+    tokens: TokenGrid  # token grid of the queries
     frames_k: int
-    width: int
-    cells_h: int
-    cells_w: int
     grid: int
-    num_seq: int
+    batch: int
+
+    @property
+    def frames_q(self) -> int:
+        return self.tokens.num_frames
+
+    @property
+    def width(self) -> int:
+        return self.tokens.width
+
+    @property
+    def cells_h(self) -> int:
+        return self.tokens.height // self.grid
+
+    @property
+    def cells_w(self) -> int:
+        return self.tokens.width // self.grid
+
+    @property
+    def num_seq(self) -> int:
+        return self.batch * self.cells_h * self.cells_w
 
     @property
     def len_q(self) -> int:
@@ -379,7 +376,7 @@ def _strides(t: torch.Tensor) -> tuple[int, int, int]:
     return t.stride(0), t.stride(1), t.stride(2)
 
 
-def _check_int32_span(t: torch.Tensor, frames: int, layout: TokenLayout, name: str) -> None:
+def _check_int32_span(t: torch.Tensor, frames: int, layout: SequenceLayout, name: str) -> None:
     """Offsets inside one sequence are int32 in the kernels (sequence bases are int64)."""
     g = layout.grid
     span = (frames - 1) * abs(t.stride(0)) + ((g - 1) * layout.width + g - 1) * abs(t.stride(1)) + t.shape[3]
@@ -395,7 +392,7 @@ def _launch_options(dtype: torch.dtype) -> dict:
     }
 
 
-def _layout_args(layout: TokenLayout, heads: int, head_dim: int) -> tuple:
+def _layout_args(layout: SequenceLayout, heads: int, head_dim: int) -> tuple:
     return (heads, layout.len_q, layout.len_k, layout.frames_q, layout.frames_k, layout.width, layout.cells_h,
             layout.cells_w, head_dim)
 
@@ -407,10 +404,10 @@ def _mask_args(mask: torch.Tensor | None, fallback: torch.Tensor):
 
 
 class _FlashAttention(torch.autograd.Function):
-    """Attention over the sequences of a :class:`TokenLayout`; tensors are (frames*B, N, H, D) views."""
+    """Attention over the sequences of a :class:`SequenceLayout`; tensors are (frames*B, N, H, D) views."""
 
     @staticmethod
-    def forward(ctx, q, k, v, key_mask, layout: TokenLayout):
+    def forward(ctx, q, k, v, key_mask, layout: SequenceLayout):
         q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
         for t, frames, name in ((q, layout.frames_q, "q"), (k, layout.frames_k, "k"), (v, layout.frames_k, "v")):
             _check_int32_span(t, frames, layout, name)
@@ -440,7 +437,7 @@ class _FlashAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do):
         q, k, v, o, lse, key_mask = ctx.saved_tensors
-        layout: TokenLayout = ctx.layout
+        layout: SequenceLayout = ctx.layout
         do = _last_dim_contiguous(do)
         _check_int32_span(do, layout.frames_q, layout, "the output gradient")
         heads, head_dim = q.shape[2], q.shape[3]
@@ -473,7 +470,7 @@ class _FlashAttention(torch.autograd.Function):
 
 
 def flash_attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None,
-                         layout: TokenLayout) -> torch.Tensor:
+                         layout: SequenceLayout) -> torch.Tensor:
     """Differentiable Triton attention over the sequences `layout` describes.
 
     Args:
@@ -491,14 +488,14 @@ def flash_attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_
 
 
 @torch.compiler.disable
-def temporal_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_frames: int, height: int,
-                              width: int, grid: int = 2) -> torch.Tensor:
+def temporal_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tokens: TokenGrid,
+                              grid: int = 2) -> torch.Tensor:
     """Fused temporal attention with Grid Reshape folded in; no copy of q/k/v or of the output.
 
     Args:
         q, k, v: (B*F, height*width, H, D) in the spatial token layout, fp32/fp16/bf16, CUDA (or the CPU
             with TRITON_INTERPRET=1).
-        num_frames: F. height, width: the token grid of a frame, divisible by `grid`.
+        tokens: the token grid (F, height, width); height and width divisible by `grid`.
         grid: Grid Reshape cell size (1 = per-token temporal attention).
 
     Returns:
@@ -512,14 +509,7 @@ def temporal_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise TypeError(f"temporal_attention_triton: q, k, v dtypes ({q.dtype}, {k.dtype}, {v.dtype}) must be one of "
                         "float32, float16, bfloat16")
-    if grid < 1 or height % grid or width % grid:
-        raise ValueError(f"temporal_attention_triton: Grid Reshape with grid={grid} needs height and width divisible "
-                         f"by {grid}; got a {height}x{width} token grid")
-    if q.shape[0] % num_frames or q.shape[1] != height * width:
-        raise ValueError(f"temporal_attention_triton: q has shape {tuple(q.shape)}; expected (batch*{num_frames} "
-                         f"frames, {height}*{width} tokens, heads, head_dim)")
-    batch = q.shape[0] // num_frames
-    cells_h, cells_w = height // grid, width // grid
-    layout = TokenLayout(frames_q=num_frames, frames_k=num_frames, width=width, cells_h=cells_h, cells_w=cells_w,
-                         grid=grid, num_seq=batch * cells_h * cells_w)
+    tokens = TokenGrid(*tokens)
+    check_tokens(q, tokens, grid, "temporal_attention_triton q")
+    layout = SequenceLayout(tokens, frames_k=tokens.num_frames, grid=grid, batch=q.shape[0] // tokens.num_frames)
     return flash_attention_core(q, k, v, None, layout)
