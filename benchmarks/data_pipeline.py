@@ -6,7 +6,7 @@
 
 Synthetic videos (ea_data.synthetic; scenes with hard cuts, pans, some subtitle plates) are written to a
 temp dir. Both layouts run the same steps with the same default backends and settings: scene split
-with PySceneDetect's AdaptiveDetector + HistogramDetector (ea_data.scenes defaults), DIS motion on
+with PySceneDetect's AdaptiveDetector + HistogramDetector (detector "adaptive+histogram"), DIS motion on
 every frame sampled at --sample-fps, rapidocr text detection on --text-frames frames per clip at a
 480-px working size (1 onnxruntime thread), aesthetic only with --clip-weights and --aesthetic-head.
 Both produce the same clips and the same scores; only the decoding differs:
@@ -75,8 +75,9 @@ def run_single(paths, scorers, args) -> dict:
 
     spans = []
     for p in paths:
+        # The same PySceneDetect pair as the separate layout (the package default is now "blockmatch").
         scan = split_and_score(p, scorers, sample_fps=args.sample_fps, min_seconds=args.min_seconds,
-                               max_seconds=args.max_seconds)
+                               max_seconds=args.max_seconds, detector="adaptive+histogram")
         spans += [(str(p), c.clip.start_frame, c.clip.end_frame) for c in scan.clips]
     return {"clips": len(spans), "spans": spans}
 

@@ -159,7 +159,7 @@ def main(argv=None) -> int:
         init = _save_init_vae(out / "vae_init")
         phases.run("train VAE", [py, str(APPS / "train_vae"), "--vae", str(init), "--out", str(vae_dir),
                                  "--steps", "100000", "--time-limit", str(round(0.2 * budget)), "--batch-size", "16",
-                                 "--frames", "5", "--image-video-ratio", "2", "--lr", "1e-3", "--save-every", "200",
+                                 "--frames", "5", "--image-video-ratio", "2", "--lr", "1e-3", "--object-weight", "20", "--save-every", "200",
                                  "--log-every", "10", *common])
     # ---- held-out clips: VAE PSNR and the DiT's validation set (drawn directly, never in training)
     val_cache = out / "val_cache"

@@ -79,6 +79,7 @@ class TrainVAEConfig:
     save_every: int = 50
     tensorboard: bool = True
     time_limit: float = 0.0  # seconds of training after which the run stops early and saves (0: none)
+    object_weight: float = 0.0  # extra reconstruction weight on pixels unlike their frame's median colour
 
 
 def parse_args(argv=None) -> TrainVAEConfig:
@@ -89,6 +90,8 @@ def parse_args(argv=None) -> TrainVAEConfig:
     helps["stage"] = "full: encoder and decoder; decoder: the encoder frozen (fine-tune the decoder)"
     helps["slicing"] = "decode in one-latent slices while training (shared: the paper's feature sharing)"
     helps["parallel"] = "ddp only: the VAE fits on one device (FSDP is for the DiT)"
+    helps["object_weight"] = ("reconstruction weight 1 + W on pixels whose colour differs from their frame's median "
+                              "(small objects over a background, ea_vae.losses.object_weights); 0: off")
     helps["time_limit"] = "stop after this many seconds of training (checkpoint and final/ as at --steps); 0: none"
     return parse_config(TrainVAEConfig, argv, "uv run apps/train_vae", __doc__, helps,
                         {"model": ("tiny", "base"), "stage": ("full", "decoder"),
@@ -99,7 +102,7 @@ def train(cfg: TrainVAEConfig) -> Path:
     from tqdm import tqdm
 
     from ea_vae import SliceVAE, SliceVAEConfig
-    from ea_vae.losses import VAELoss, VAELossConfig, last_decoder_weight
+    from ea_vae.losses import VAELoss, VAELossConfig, last_decoder_weight, object_weights
     from ea_vae.metrics import psnr, ssim
 
     ctx, out = start_run(cfg, MAY_CHANGE)
@@ -158,7 +161,8 @@ def train(cfg: TrainVAEConfig) -> Path:
         posterior = vae.encode(x)
         z = posterior.mean + posterior.std * randn_per_sample(posterior.mean.shape[1:], gens, device)
         x_hat = vae.decode(z)
-        loss, logs = loss_fn.generator_loss(x, x_hat, posterior, step, last_decoder_weight(vae))
+        weights = object_weights(x, cfg.object_weight) if cfg.object_weight > 0 else None
+        loss, logs = loss_fn.generator_loss(x, x_hat, posterior, step, last_decoder_weight(vae), weights=weights)
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
         all_reduce_gradients(g_params)

@@ -167,6 +167,7 @@ def test_module_with_window_covering_everything_is_full_attention():
     full = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
     ref = hwa.proj(full.flatten(2))
     torch.testing.assert_close(hwa(x, TokenGrid(f, h, w)), ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(hwa(x, f, h, w), ref, rtol=1e-10, atol=1e-10)  # the pinned form
     assert set(hwa.state_dict()) == {"qkv.weight", "qkv.bias", "proj.weight", "proj.bias"}
 
 
@@ -176,6 +177,8 @@ def test_module_input_checks():
         hwa(torch.randn(1, 17, 16), TokenGrid(2, 3, 3))
     with pytest.raises(ValueError, match="expected \\(batch, frames\\*height\\*width, 16\\)"):
         hwa(torch.randn(1, 18, 8), TokenGrid(2, 3, 3))
+    with pytest.raises(TypeError, match="num_frames, height and width"):
+        hwa(torch.randn(1, 18, 16), 2)
     with pytest.raises(ValueError, match="kernel"):
         HybridWindowAttention(16, 4, kernel="cuda")
     with pytest.raises(ValueError, match="not divisible"):

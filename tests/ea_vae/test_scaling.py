@@ -1,4 +1,4 @@
-"""fit_scaling_factor returns 1 / std of posterior samples, checked against a known distribution."""
+"""fit_scaling_factor (1 / std of posterior samples) and object_weights, against known answers."""
 
 import pytest
 import torch
@@ -23,3 +23,16 @@ def test_fit_scaling_factor_makes_latents_unit_variance():
     assert s < 0.9  # the scaled-up latents need a factor below one
     with pytest.raises(ValueError, match="no videos"):
         fit_scaling_factor(vae, [])
+
+
+def test_object_weights_mark_pixels_unlike_the_frame_median():
+    from ea_vae.losses import object_weights
+
+    x = torch.full((2, 3, 4, 8, 8), -0.5)
+    x[0, :, 1, 2:4, 5:7] = 0.8  # a 2x2 object in frame 1 of video 0
+    x[1, 0, 3, 0, 0] = -0.4  # a small colour change below the threshold
+    w = object_weights(x, 9.0)
+    assert w.shape == (8, 1, 8, 8)
+    expected = torch.ones(8, 1, 8, 8)
+    expected[1, 0, 2:4, 5:7] = 10.0  # (video 0, frame 1) is row 1 of the (b f) layout
+    assert torch.equal(w, expected)

@@ -6,7 +6,9 @@
     loader = make_dataloader("shards/", LoaderConfig(resolution=512, num_frames=49))  # bucketed batches
 
 CLI: `ea-data run INPUT_DIR OUTPUT_DIR` (split -> score -> filter -> shard, resumable). Test and demo
-data: `python -m ea_data.synthetic OUT_DIR`.
+data: `python -m ea_data.synthetic OUT_DIR` (`--demo`: the demo world, `ea_data.synthetic.demo_caption`,
+`HELD_OUT`). `ea_data.clip_eval.evaluate_clip(video, color, direction)` measures a generated demo clip
+(colour present, direction and speed of motion); `match_rates` summarises many.
 """
 
 from .buckets import BucketKey, aspect_ratio_buckets, nearest_bucket, token_batch_size, token_length_frames

@@ -71,6 +71,7 @@ class MLP(nn.Module):
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN modulation `x * (1 + scale) + shift` (every block and the final layer); shift, scale (B, 1, D)."""
     return x * (1 + scale) + shift
 
 

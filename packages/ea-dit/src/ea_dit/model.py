@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ea_dit.atomic import atomic_write, atomic_write_text
-from ea_dit.blocks import VideoDiTBlock
+from ea_dit.blocks import VideoDiTBlock, modulate
 from ea_dit.config import VideoDiTConfig
 from ea_dit.embeddings import AdaLNSingle, CaptionProjection, PatchEmbed
 from ea_dit.files import load_safetensors, read_json_object
@@ -51,7 +51,7 @@ class FinalLayer(nn.Module):
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """x (B, L, D), emb (B, D) -> (B, L, p*p*C_out)."""
         shift, scale = (self.scale_shift_table[None] + emb[:, None]).chunk(2, dim=1)
-        return self.linear(self.norm(x) * (1 + scale) + shift)
+        return self.linear(modulate(self.norm(x), shift, scale))
 
 
 class VideoDiT(nn.Module):

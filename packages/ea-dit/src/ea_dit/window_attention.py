@@ -457,9 +457,19 @@ class HybridWindowAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, tokens: TokenGrid) -> torch.Tensor:
-        """x: (B, F*H*W, C) tokens, frame-major then row-major; tokens = (F, H, W) -> same shape."""
-        num_frames, height, width = tokens
+    def forward(self, x: torch.Tensor, num_frames: int | TokenGrid, height: int | None = None,
+                width: int | None = None) -> torch.Tensor:
+        """x: (B, F*H*W, C) tokens, frame-major then row-major -> same shape.
+
+        The grid is given as `forward(x, num_frames, height, width)` or as one
+        `forward(x, TokenGrid(F, H, W))` (the DiT blocks' form).
+        """
+        if isinstance(num_frames, tuple):
+            if height is not None or width is not None:
+                raise TypeError("HybridWindowAttention.forward: give either a TokenGrid or num_frames, height, width")
+            num_frames, height, width = num_frames
+        elif height is None or width is None:
+            raise TypeError("HybridWindowAttention.forward needs num_frames, height and width (or one TokenGrid)")
         if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"HybridWindowAttention input has shape {tuple(getattr(x, 'shape', ()))}; expected "
                              f"(batch, frames*height*width, {self.dim})")

@@ -279,3 +279,19 @@ class VAELoss(nn.Module):
         d_loss = disc_factor * d_loss
         log["disc_loss"] = d_loss.detach()
         return d_loss, log
+
+
+def object_weights(video: torch.Tensor, weight: float, threshold: float = 0.15) -> torch.Tensor:
+    """Per-pixel loss weights `(B*F, 1, H, W)` for `VAELoss.generator_loss(weights=...)`: 1 + `weight` on
+    pixels whose colour differs from their frame's median colour by more than `threshold` (in [-1, 1]
+    units, largest channel difference), else 1.
+
+    Small objects over a plain background (the demo world) are a few percent of the pixels: an
+    unweighted loss is minimised first by the background, and an early VAE paints the object over.
+    `video`: `(B, C, F, H, W)` (or `(B, C, H, W)` images).
+    """
+    x = _as_video(video, "video")
+    frames = rearrange(x, "b c f h w -> (b f) c h w")
+    median = frames.flatten(2).median(dim=2).values[..., None, None]  # (B*F, C, 1, 1)
+    mask = (frames - median).abs().amax(dim=1, keepdim=True) > threshold
+    return 1.0 + weight * mask.to(frames.dtype)
