@@ -197,6 +197,12 @@ def test_long_prompt_warns_how_much_is_dropped(t5_folder):
                                          r"are dropped \(everything after \.\.\.'x+'\)"):
         ids, mask = enc.tokenize(["short", "x" * 10_000])
     assert ids.shape == (2, 120) and bool(mask[1].all())
+    with pytest.warns(UserWarning, match=r"prompt 0 has 201 tokens .* the last 81 are dropped .*; prompt 2 has 131"):
+        enc.tokenize(["y" * 200, "short", "z" * 130])  # one warning per call
+    enc.warn_truncation = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert enc.tokenize("x" * 10_000)[0].shape == (1, 120)
 
 
 def test_truncated_text_encoder_weights_name_the_file(t5_folder, tmp_path):

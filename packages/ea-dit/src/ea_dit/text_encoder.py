@@ -58,7 +58,13 @@ class T5TextEncoder(nn.Module):
         model: a transformers `T5EncoderModel` (any module returning `last_hidden_state`).
         tokenizer: the matching tokenizer.
         max_length: tokens per prompt, padded or truncated (PixArt: 120).
+
+    Prompts longer than `max_length` tokens are cut to it, with one warning per call naming how many
+    tokens each long prompt loses; set `warn_truncation = False` to silence it (e.g. training on long
+    captions, where cutting is intended).
     """
+
+    warn_truncation: bool = True
 
     def __init__(self, model: nn.Module, tokenizer, max_length: int = PIXART_MAX_LENGTH):
         super().__init__()
@@ -126,14 +132,19 @@ class T5TextEncoder(nn.Module):
         return tokens.input_ids, tokens.attention_mask.to(torch.bool)
 
     def _warn_truncation(self, prompts) -> None:
-        """Warn, per prompt, how many tokens past `max_length` are dropped (PixArt keeps the first 120)."""
+        """One warning naming how many tokens past `max_length` each long prompt loses (PixArt keeps 120)."""
+        if not self.warn_truncation:
+            return
         lengths = [len(ids) for ids in self.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]]
+        cut = []
         for i, n in enumerate(lengths):
             if n > self.max_length:
                 kept = self.tokenizer.decode(self.tokenizer(prompts[i], add_special_tokens=False)["input_ids"]
                                              [: self.max_length - 1][-24:])
-                warnings.warn(f"prompt {i} has {n} tokens but the text encoder keeps {self.max_length}: the last "
-                              f"{n - self.max_length} are dropped (everything after ...{kept!r})", stacklevel=3)
+                cut.append(f"prompt {i} has {n} tokens but the text encoder keeps {self.max_length}: the last "
+                           f"{n - self.max_length} are dropped (everything after ...{kept!r})")
+        if cut:
+            warnings.warn("; ".join(cut), stacklevel=3)
 
     @torch.no_grad()
     def forward(self, prompts: str | list[str]) -> tuple[torch.Tensor, torch.Tensor]:
