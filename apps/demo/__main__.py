@@ -44,6 +44,8 @@ import sys
 import time
 from pathlib import Path
 
+from ea_data.atomic import atomic_write_json
+
 HERE = Path(__file__).resolve().parent
 APPS = HERE.parent
 sys.path.insert(0, str(HERE))
@@ -296,9 +298,7 @@ def _write_run_json(out: Path) -> None:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    atomic_write_json(path, obj, indent=1)
 
 
 if __name__ == "__main__":

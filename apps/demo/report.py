@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ea_data.atomic import atomic_open, atomic_write_bytes
+
 
 def _frames_u8(video) -> np.ndarray:
     """(3, F, H, W) in [-1, 1] -> (F, H, W, 3) uint8."""
@@ -119,9 +121,7 @@ def write_report(out: Path, summary: dict) -> Path:
     assets = out / "report_assets"
     samples = np.load(assets / "samples.npy").astype(np.float32)  # (S, 16, 3, F, H, W)
     grid = samples_grid(samples)
-    tmp = out / ".samples.png.tmp"
-    tmp.write_bytes(_png(grid))
-    os.replace(tmp, out / "samples.png")
+    atomic_write_bytes(out / "samples.png", _png(grid))
 
     h = summary["held_out"]
     parts = [f"""<!doctype html><html><head><meta charset="utf-8"><title>easyanimate demo run</title>
@@ -210,7 +210,6 @@ training, {len(h['seeds'])} seeds each.</p>"""]
         parts.append(f"<tr><td>{html.escape(reason)}</td><td>{count}</td><td>"
                      f"{_img_tag(png, reason, 128) if png else ''}</td></tr>")
     parts.append("</table></body></html>")
-    tmp = out / ".report.html.tmp"
-    tmp.write_text("\n".join(parts))
-    os.replace(tmp, out / "report.html")
+    with atomic_open(out / "report.html", "w", encoding="utf-8") as f:
+        f.write("\n".join(parts))
     return out / "report.html"

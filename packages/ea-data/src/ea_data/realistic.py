@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
 import os
 from dataclasses import asdict, dataclass
@@ -44,6 +43,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .atomic import atomic_write_json
 from .scoring.text import LINE_MARGIN
 
 #: Photographs from skimage.data used as scenes (grey ones are stacked to RGB).
@@ -688,9 +688,7 @@ def make_realistic_set(out_dir: str | os.PathLike, seed: int = 0, width: int = 2
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    atomic_write_json(path, obj, indent=1)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,6 +41,7 @@ import numpy as np
 
 from ea_vae.video_io import write_video
 
+from .atomic import atomic_open, atomic_write_json
 from .scoring.text import LINE_MARGIN
 
 #: Colour range of backgrounds and shapes; the text (white) and its plate (black) use values outside it.
@@ -420,16 +421,13 @@ def make_dataset(out_dir: str | os.PathLike, num_videos: int = 4, num_images: in
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    atomic_write_json(path, obj, indent=1)
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    os.replace(tmp, path)
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in records))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..atomic import atomic_write_text
+
 
 class MetricsLog:
     """Per-step metrics to `path` (JSON lines) and, when `tensorboard` is installed, to TensorBoard.
@@ -32,9 +34,7 @@ class MetricsLog:
         rows = read_metrics(self.path) if self.path.exists() else []
         kept = [r for r in rows if r["step"] <= resume_step]
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self._f = open(self.path, "a")  # noqa: SIM115 - closed in close()
         if tensorboard:
             try:
