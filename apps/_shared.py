@@ -115,6 +115,7 @@ def video_loader(shards: str | os.PathLike, batch_size: int, frames: int, stride
     Raises ValueError when there are fewer shards than processes x workers (some would get no data).
     """
     from ea_data import LoaderConfig, make_dataloader
+    from ea_data.buckets import TOKEN_LENGTH_RESOLUTIONS
     from ea_data.loader import list_shards
 
     n_shards, slots = len(list_shards(shards)), world_size * max(1, num_workers)
@@ -124,8 +125,8 @@ def video_loader(shards: str | os.PathLike, batch_size: int, frames: int, stride
                          "shards (ea-data --shard-size) or use fewer processes / --num-workers")
     extra = {}
     if bucket_by == "token_length":
-        extra = {"bucket_by": "token_length", "resolutions": tuple(sorted({r for r in (256, 512, 768, 1024)
-                                                                            if r < size} | {size}))}
+        base_sizes = {r for r in TOKEN_LENGTH_RESOLUTIONS if r < size} | {size}
+        extra = {"bucket_by": "token_length", "resolutions": tuple(sorted(base_sizes))}
         if token_budget:
             extra["token_budget"] = token_budget
     config = LoaderConfig(resolution=size, num_frames=frames, frame_stride=stride, batch_size=batch_size,
