@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _memory import reset_peak_rss  # noqa: E402
 
 METHODS = ("unsliced", "sliced", "sliced_tiled", "diffusers")
 ALL_METHODS = (*METHODS, "diffusers_tiled")
@@ -78,16 +79,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # ----------------------------------------------------------------------------- worker (one subprocess)
-
-
-def _reset_peak_rss() -> bool:
-    """Reset this process's RSS high-water mark (Linux >= 4.0); False where that is not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def _max_rss_bytes() -> int:
@@ -154,7 +145,7 @@ def worker(spec: dict) -> dict:
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
         else:
-            exact = _reset_peak_rss()
+            exact = reset_peak_rss()
             base = _max_rss_bytes()
         try:
             with torch.inference_mode():

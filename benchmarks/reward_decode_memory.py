@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _memory import reset_peak_rss, rss_bytes  # noqa: E402
 from _results import save_results  # noqa: E402
 
 SMALL = dict(block_out_channels=[32, 64, 128, 128], latent_channels=16, layers_per_block=1, norm_num_groups=8)
@@ -41,10 +42,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def _rss(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
+    value = rss_bytes(field)
+    if value is None:
+        raise RuntimeError(f"{field} not in /proc/self/status")
+    return value
 
 
 def worker(spec: dict) -> dict:
@@ -66,8 +67,8 @@ def worker(spec: dict) -> dict:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
+        if not reset_peak_rss():
+            raise RuntimeError("cannot reset the RSS high-water mark (/proc/self/clear_refs)")
         base = _rss("VmRSS")
     t0 = time.perf_counter()
     video = vae.decode(z[:, :, :keep])

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _memory import reset_peak_rss, rss_bytes  # noqa: E402
 from _results import save_results  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -55,25 +56,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _rss_bytes(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def measure(fn, device: torch.device, warmup: int, iters: int) -> dict:
     """Median seconds of fn() after `warmup` calls, and its peak memory above the state before it."""
     for _ in range(warmup):
@@ -83,8 +65,8 @@ def measure(fn, device: torch.device, warmup: int, iters: int) -> dict:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        exact = _reset_peak_rss()
-        base = _rss_bytes("VmRSS")
+        exact = reset_peak_rss()
+        base = rss_bytes("VmRSS")
     times = []
     for _ in range(iters):
         t0 = time.perf_counter()
@@ -95,7 +77,7 @@ def measure(fn, device: torch.device, warmup: int, iters: int) -> dict:
     if device.type == "cuda":
         peak, source = torch.cuda.max_memory_allocated() - base, "cuda.max_memory_allocated"
     else:
-        hwm = _rss_bytes("VmHWM")
+        hwm = rss_bytes("VmHWM")
         peak = None if hwm is None or base is None else hwm - base
         source = "VmHWM after clear_refs" if exact else "VmHWM (not resettable: upper bound)"
     times.sort()
