@@ -333,7 +333,7 @@ def train(cfg: TrainDiTConfig) -> Path:
             xt = diffusion.q_sample(latents, t, noise)
             with gradient_sync(train_module, micro == cfg.grad_accum - 1), autocast:
                 pred = train_module(xt, t, embeds, mask)
-                losses = diffusion.training_losses(pred.float(), latents, t, noise, xt)
+                losses = diffusion.training_losses(pred.float(), latents, t, noise, xt, dit.config.prediction_type)
                 (losses["loss"].mean() / cfg.grad_accum).backward()
             totals += torch.tensor([losses["loss"].sum().item(), losses["mse"].sum().item(),
                                     losses["vb"].sum().item(), b, b * batch["num_tokens"]], dtype=torch.float64)
@@ -417,7 +417,8 @@ def validation(model, diffusion, val) -> dict[str, float]:
     embeds, mask = val.text([val.captions[i] for i in val.groups[0]["caption_index"].tolist()])
     was_training = model.training
     model.eval()
-    out = fixed_validation_loss(model, diffusion, latents, embeds, mask)
+    out = fixed_validation_loss(model, diffusion, latents, embeds, mask,
+                               prediction_type=model.config.prediction_type)
     model.train(was_training)
     return out
 

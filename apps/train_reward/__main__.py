@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     a = parse_args(argv)
     from ea_data.scoring.rewards import load_reward
     from ea_dit import T5TextEncoder, VideoDiT
-    from ea_dit.diffusion import classifier_free_guidance
+    from ea_dit.diffusion import classifier_free_guidance, noise_predictor
     from ea_dit.reward_backprop import choose_grad_steps, reward_loss, sample_ddim_with_grad
     from ea_dit.t2v import TextToVideoPipeline, decode_latents
     from ea_vae import SliceVAE
@@ -124,7 +124,8 @@ def main(argv=None) -> int:
         null_embeds, null_mask = pipe.text_encoder([""] * len(a.prompt))
     cond = {"text_embeds": embeds.to(device, dtype), "text_mask": mask.to(device)}
     uncond = {"text_embeds": null_embeds.to(device, dtype), "text_mask": null_mask.to(device)}
-    guided = classifier_free_guidance(dit, a.guidance_scale, cond, uncond)
+    guided = classifier_free_guidance(noise_predictor(dit, pipe.diffusion, dit.config.prediction_type),
+                                    a.guidance_scale, cond, uncond)
 
     def model_fn(x, t):
         return guided(x.to(dtype), t).float()

@@ -107,3 +107,41 @@ def test_learned_sigma_is_read_from_the_output_channels(diffusion):
     assert GaussianDiffusion().training_losses(
         torch.zeros(1, 2, 1), torch.zeros(1, 2, 1), torch.tensor([3]), torch.zeros(1, 2, 1),
         torch.zeros(1, 2, 1))["loss"].item() == 0
+
+
+def test_v_prediction_target_and_conversion_match_the_closed_form():
+    """v = alpha eps - sigma x0 (alpha^2 = abar): the loss is zero for the exact v, and the conversion back
+    gives the noise exactly; the variational-bound term equals the noise model's (same mean, same variance)."""
+    from ea_dit.diffusion import GaussianDiffusion
+
+    d = GaussianDiffusion()
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(6, 2, 3, 4, 4, generator=g, dtype=torch.float64).clamp(-1, 1)
+    noise = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    t = torch.tensor([0, 1, 250, 500, 900, 999])
+    abar = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64).neg().add(1).cumprod(0)[t].view(-1, 1, 1, 1, 1)
+    xt = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+    v = abar.sqrt() * noise - (1 - abar).sqrt() * x0
+    var = torch.full_like(x0, 0.3)
+    out_v = torch.cat([v, var], 1)
+    losses_v = d.training_losses(out_v, x0, t, noise, xt, prediction_type="v_prediction")
+    assert float(losses_v["mse"].abs().max()) < 1e-20
+    converted = d.noise_prediction(out_v, xt, t, "v_prediction")
+    torch.testing.assert_close(converted[:, :2], noise, rtol=0, atol=1e-10)
+    torch.testing.assert_close(converted[:, 2:], var)
+    losses_eps = d.training_losses(torch.cat([noise, var], 1), x0, t, noise, xt)
+    torch.testing.assert_close(losses_v["vb"], losses_eps["vb"], rtol=1e-8, atol=1e-10)
+    # a wrong v is penalised by its own squared error, not the noise's
+    losses_off = d.training_losses(torch.cat([v + 0.5, var], 1), x0, t, noise, xt, prediction_type="v_prediction")
+    torch.testing.assert_close(losses_off["mse"], torch.full((6,), 0.25))  # the loss is float32
+    with pytest.raises(ValueError, match="prediction_type"):
+        d.training_losses(out_v, x0, t, noise, xt, prediction_type="sample")
+
+
+def test_dit_config_checks_prediction_type():
+    from ea_dit import VideoDiTConfig
+
+    assert VideoDiTConfig().prediction_type == "epsilon"
+    assert VideoDiTConfig(prediction_type="v_prediction").prediction_type == "v_prediction"
+    with pytest.raises(ValueError, match="prediction_type"):
+        VideoDiTConfig(prediction_type="x0")

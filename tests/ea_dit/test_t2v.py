@@ -56,10 +56,23 @@ class OracleDiT(torch.nn.Module):
         return torch.cat([eps, -torch.ones_like(eps)], 1)
 
 
+class OracleVDiT(OracleDiT):
+    """OracleDiT's exact answer written as v = alpha eps - sigma x0 (a v-prediction model)."""
+
+    config = SimpleNamespace(**{**vars(OracleDiT.config), "prediction_type": "v_prediction"})
+
+    def forward(self, x, t, text_embeds, text_mask):
+        target = 0.1 * text_embeds[:, 0, 0].view(-1, 1, 1, 1, 1)
+        abar = self.schedule.alphas_cumprod[t].to(x.dtype).view(-1, 1, 1, 1, 1)
+        eps = (x - abar.sqrt() * target) / (1 - abar).sqrt()
+        return torch.cat([abar.sqrt() * eps - (1 - abar).sqrt() * target, -torch.ones_like(eps)], 1)
+
+
 @pytest.mark.parametrize("sampler", sorted(SAMPLERS))
-def test_pipeline_lands_on_the_guided_target_and_decodes_unscaled(sampler):
+@pytest.mark.parametrize("dit_class", [OracleDiT, OracleVDiT])
+def test_pipeline_lands_on_the_guided_target_and_decodes_unscaled(sampler, dit_class):
     vae = FakeVAE()
-    pipe = TextToVideoPipeline(OracleDiT(), vae, text_encoder)
+    pipe = TextToVideoPipeline(dit_class(), vae, text_encoder)
     video = pipe(["ab", "abcd"], num_frames=5, height=16, width=8, steps=8, guidance_scale=2.0, sampler=sampler)
     assert video.shape == (2, 3, 5, 16, 8) and video.dtype == torch.float32
     # eps_guided = eps_u + 2 (eps_c - eps_u) is the exact noise of a point mass at 2 * target.

@@ -12,6 +12,7 @@ import difflib
 import warnings
 from dataclasses import dataclass, field
 
+from ea_dit.diffusion import check_prediction_type
 from ea_dit.files import NON_NEGATIVE, POSITIVE, check_fields
 
 ATTENTION_BACKENDS = ("sdpa", "xformers", "triton")
@@ -28,6 +29,9 @@ class VideoDiTConfig:
     in_channels: int = 4  # VAE latent channels (4 for V1-V4 VAEs, 16 for V5)
     out_channels: int | None = None  # None: 2 * in_channels when learn_sigma, else in_channels
     learn_sigma: bool = True  # IDDPM: predict noise and the variance interpolation
+    # What the first out channels predict: "epsilon" (noise; PixArt-alpha) or "v_prediction"
+    # (alpha_t eps - sigma_t x0): see ea_dit.diffusion
+    prediction_type: str = "epsilon"
     sample_size: int = 64  # latent height/width the model was trained at (64 = 512 px, 128 = 1024 px)
     patch_size: int = 2
     # --- transformer
@@ -88,6 +92,7 @@ class VideoDiTConfig:
                              f"{', '.join(ATTENTION_BACKENDS)}")
         if self.depth < 1 or self.patch_size < 1 or self.in_channels < 1:
             raise ValueError("depth, patch_size and in_channels must be positive")
+        check_prediction_type(self.prediction_type)
         kinds = (self.self_attention,) if isinstance(self.self_attention, str) else self.self_attention
         bad = [k for k in kinds if k not in SELF_ATTENTION_TYPES]
         if bad:

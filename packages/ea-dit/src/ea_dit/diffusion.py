@@ -6,6 +6,13 @@ MSE on the noise + the variational bound term with the predicted mean frozen. Th
 this schedule are functions in `ea_dit.samplers`; `classifier_free_guidance` wraps a text-conditioned
 model into the denoiser they take.
 
+What the model's first C channels predict is its `prediction_type` (`VideoDiTConfig.prediction_type`):
+"epsilon" (the noise, PixArt-alpha's choice) or "v_prediction" (`v = alpha_t eps - sigma_t x0`, Salimans &
+Ho, 2022). With v the clean-sample estimate `x0 = alpha_t x_t - sigma_t v` stays bounded at high noise,
+where the epsilon form divides the model's error by `alpha_t` (0.006 at t = 999 of the linear schedule):
+small models trained briefly get their coarse layout, decided at high noise, much better. Training
+targets the chosen quantity; the samplers always see noise predictions (`noise_prediction`).
+
 All tensors are latents `(B, C, F, H, W)` (any trailing shape works); `t` is an int64 `(B,)` in [0, T).
 """
 
@@ -97,16 +104,41 @@ class GaussianDiffusion:
         mean, _ = self.q_posterior(x0, xt, t)
         return mean, log_var, x0
 
+    def velocity(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The v-prediction target `alpha_t noise - sigma_t x0` (alpha_t^2 = abar_t, sigma_t^2 = 1 - abar_t)."""
+        a = self._gather(self.alphas_cumprod, t, x0)
+        return a.sqrt() * noise - (1 - a).sqrt() * x0
+
+    def noise_prediction(self, output: torch.Tensor, xt: torch.Tensor, t: torch.Tensor,
+                         prediction_type: str = "epsilon") -> torch.Tensor:
+        """A model output (B, C or 2C, ...) with its first C channels as a noise prediction.
+
+        "epsilon": unchanged; "v_prediction": `eps = sigma_t x_t + alpha_t v`. Variance channels pass through.
+        """
+        check_prediction_type(prediction_type)
+        if prediction_type == "epsilon":
+            return output
+        c = xt.shape[1]
+        _learned_sigma(output, c)
+        a = self._gather(self.alphas_cumprod, t, xt)
+        eps = (1 - a).sqrt() * xt + a.sqrt() * output[:, :c].to(xt.dtype)
+        return torch.cat([eps.to(output.dtype), output[:, c:]], dim=1)
+
     def training_losses(self, output: torch.Tensor, x0: torch.Tensor, t: torch.Tensor,
-                        noise: torch.Tensor, xt: torch.Tensor) -> dict[str, torch.Tensor]:
-        """IDDPM hybrid loss per sample: `mse` (noise) + `vb` (variance, mean frozen); `loss` = their sum.
+                        noise: torch.Tensor, xt: torch.Tensor, prediction_type: str = "epsilon"
+                        ) -> dict[str, torch.Tensor]:
+        """IDDPM hybrid loss per sample: `mse` (on the noise, or on v for "v_prediction") + `vb` (variance,
+        mean frozen); `loss` = their sum.
 
         `output` is the model's prediction for `xt = q_sample(x0, t, noise)`; all returned tensors are (B,).
         """
+        check_prediction_type(prediction_type)
         c = x0.shape[1]
-        mse = (output[:, :c] - noise).float().pow(2).flatten(1).mean(1)
+        target = noise if prediction_type == "epsilon" else self.velocity(x0, t, noise)
+        mse = (output[:, :c] - target).float().pow(2).flatten(1).mean(1)
         if not _learned_sigma(output, c):
             return {"loss": mse, "mse": mse}
+        output = self.noise_prediction(output, xt, t, prediction_type)
         frozen = torch.cat([output[:, :c].detach(), output[:, c:]], dim=1)
         mean, log_var, _ = self.p_mean_variance(frozen, xt, t)
         true_mean, true_log_var = self.q_posterior(x0, xt, t)
@@ -142,6 +174,28 @@ def classifier_free_guidance(model: Callable[..., torch.Tensor], scale: float, c
         return torch.cat([eps, out_c[:, c:]], dim=1)
 
     return denoise
+
+
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+
+def check_prediction_type(prediction_type: str) -> None:
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type {prediction_type!r} is unknown; choose one of {', '.join(PREDICTION_TYPES)}")
+
+
+def noise_predictor(model: Callable[..., torch.Tensor], schedule: GaussianDiffusion,
+                    prediction_type: str = "epsilon") -> Callable[..., torch.Tensor]:
+    """Wrap `model(x, t, **kwargs)` so that it returns noise predictions whatever it was trained to predict
+    (see `GaussianDiffusion.noise_prediction`); the model itself when it predicts noise."""
+    check_prediction_type(prediction_type)
+    if prediction_type == "epsilon":
+        return model
+
+    def predict(x: torch.Tensor, t: torch.Tensor, **kwargs) -> torch.Tensor:
+        return schedule.noise_prediction(model(x, t, **kwargs), x, t, prediction_type)
+
+    return predict
 
 
 def _learned_sigma(output: torch.Tensor, channels: int) -> bool:

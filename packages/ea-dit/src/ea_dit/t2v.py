@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from .diffusion import GaussianDiffusion, classifier_free_guidance
+from .diffusion import GaussianDiffusion, classifier_free_guidance, noise_predictor
 from .samplers import SAMPLERS
 
 
@@ -195,15 +195,16 @@ class TextToVideoPipeline:
             return torch.stack([torch.randn(like.shape[1:], generator=g) for g in gens]).to(like)
 
         embeds, mask = self.text_encoder(prompts)
+        dit = noise_predictor(self.dit, self.diffusion, getattr(self.dit.config, "prediction_type", "epsilon"))
         cond = {"text_embeds": embeds.to(device, dtype), "text_mask": mask.to(device)}
         if guidance_scale == 1:  # the unconditional branch would cancel out: skip it
 
             def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-                return self.dit(x, t, **cond)
+                return dit(x, t, **cond)
         else:
             null_embeds, null_mask = self.text_encoder([negative_prompt] * len(prompts))
             uncond = {"text_embeds": null_embeds.to(device, dtype), "text_mask": null_mask.to(device)}
-            guided = classifier_free_guidance(self.dit, guidance_scale, cond, uncond)
+            guided = classifier_free_guidance(dit, guidance_scale, cond, uncond)
 
         def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # the DiT's dtype in, fp32 out
             return guided(x.to(dtype), t).float()
