@@ -53,12 +53,13 @@ sys.path.insert(0, str(APPS))
 
 RES = 32  # pixels of training and sampling frames
 FRAMES = 9  # frames per clip (1 + 2k for the 2x temporal VAE)
-FPS = 8
+STRIDE = 2  # every 2nd source frame: a clip spans 17 frames (2.1 s at 8 fps), the object crosses 0.4 of it
+FPS = 8 / STRIDE
 VAE_CONFIG = dict(block_out_channels=(32, 32, 64), latent_channels=4, layers_per_block=1, norm_num_groups=8,
                   down_block_types=("SpatialDownBlock3D", "SpatialTemporalDownBlock3D", "SpatialDownBlock3D"),
                   up_block_types=("SpatialUpBlock3D", "SpatialTemporalUpBlock3D", "SpatialUpBlock3D"))
 DIT_CONFIG = dict(hidden_size=64, depth=4, num_heads=4, patch_size=2, motion_num_heads=4, motion_norm_groups=8,
-                  motion_max_len=64)
+                  motion_max_len=64, prediction_type="v_prediction")
 SAMPLER = {"sampler": "ddim", "steps": 25, "guidance_scale": 4.0}
 SEEDS = (0, 1)
 TARGETS = {"color": 0.9, "direction": 0.7, "vae_psnr": 30.0, "minutes": 20.0}
@@ -161,7 +162,8 @@ def main(argv=None) -> int:
         init = _save_init_vae(out / "vae_init")
         phases.run("train VAE", [py, str(APPS / "train_vae"), "--vae", str(init), "--out", str(vae_dir),
                                  "--steps", "100000", "--time-limit", str(round(0.2 * budget)), "--batch-size", "16",
-                                 "--frames", "5", "--image-video-ratio", "2", "--lr", "1e-3", "--object-weight", "20", "--save-every", "200",
+                                 "--frames", "5", "--frame-stride", str(STRIDE), "--image-video-ratio", "2",
+                                 "--lr", "1e-3", "--object-weight", "20", "--save-every", "200",
                                  "--log-every", "10", *common])
     # ---- held-out clips: VAE PSNR and the DiT's validation set (drawn directly, never in training)
     val_cache = out / "val_cache"
@@ -171,7 +173,7 @@ def main(argv=None) -> int:
         from evaluate import encode_held_out
 
         _write_json(vae_eval_path, encode_held_out(vae_dir / "final", text_encoder, val_cache, out / "report_assets",
-                                                   RES, FRAMES, a.device, shards=data / "shards"))
+                                                   RES, FRAMES, STRIDE, a.device, shards=data / "shards"))
         phases.add("held-out latents", time.time() - t0)
     vae_eval = json.loads(vae_eval_path.read_text())
 
@@ -188,8 +190,9 @@ def main(argv=None) -> int:
         phases.run("train DiT", [py, str(APPS / "train_dit"), "--dit", str(init), "--vae", str(vae_dir / "final"),
                                  "--text-encoder", str(text_encoder), "--out", str(dit_dir), "--steps", "1000000",
                                  "--time-limit", str(round(chunk)), "--batch-size", "32", "--frames", str(FRAMES),
-                                 "--frame-stride", "1", "--image-video-ratio", "0", "--lr", "1e-3",
-                                 "--ema-decay", "0.995", "--latent-cache", str(out / "latent_cache"),
+                                 "--frame-stride", str(STRIDE), "--clip-start", "centre", "--image-video-ratio",
+                                 "0", "--lr", "1e-3", "--warmup-steps", "100", "--weight-decay", "0",
+                                 "--ema-decay", "0.99", "--latent-cache", str(out / "latent_cache"),
                                  "--cache-passes", "2", "--val-cache", str(val_cache), "--val-every", "100",
                                  "--save-every", "500", "--log-every", "20", "--sample-steps", "0", *common])
         t0 = time.time()

@@ -20,8 +20,10 @@ if str(APPS) not in sys.path:
 VAL_SEEDS = (100, 101)  # drawing seeds of the held-out validation clips (2 per triple)
 
 
-def held_out_clips(res: int, frames: int, seeds=VAL_SEEDS) -> tuple[torch.Tensor, list[tuple[str, str, str]]]:
-    """Ground-truth clips of every HELD_OUT triple: `(N, 3, frames, res, res)` in [-1, 1] and their triples."""
+def held_out_clips(res: int, frames: int, stride: int = 1, seeds=VAL_SEEDS
+                   ) -> tuple[torch.Tensor, list[tuple[str, str, str]]]:
+    """Ground-truth clips of every HELD_OUT triple: `(N, 3, frames, res, res)` in [-1, 1] (every `stride`-th
+    frame of a scene, like the training clips) and their triples."""
     import cv2
 
     from ea_data.synthetic import HELD_OUT, render_demo_clip
@@ -29,7 +31,7 @@ def held_out_clips(res: int, frames: int, seeds=VAL_SEEDS) -> tuple[torch.Tensor
     clips, triples = [], []
     for seed in seeds:
         for i, t in enumerate(HELD_OUT):
-            hi = render_demo_clip(*t, num_frames=frames, size=128, seed=seed * 1000 + i)
+            hi = render_demo_clip(*t, num_frames=1 + (frames - 1) * stride, size=128, seed=seed * 1000 + i)[::stride]
             lo = np.stack([cv2.resize(f, (res, res), interpolation=cv2.INTER_AREA) for f in hi])
             clips.append(torch.from_numpy(lo).permute(3, 0, 1, 2).float() / 127.5 - 1)
             triples.append(t)
@@ -37,7 +39,7 @@ def held_out_clips(res: int, frames: int, seeds=VAL_SEEDS) -> tuple[torch.Tensor
 
 
 @torch.no_grad()
-def fit_vae_scaling(vae_path: Path, shards: Path, res: int, frames: int, batches: int = 8) -> float:
+def fit_vae_scaling(vae_path: Path, shards: Path, res: int, frames: int, stride: int = 1, batches: int = 8) -> float:
     """Measure the trained VAE's latent scaling factor on training clips (ea_vae.scaling) and save it."""
     from _shared import video_loader
 
@@ -45,7 +47,7 @@ def fit_vae_scaling(vae_path: Path, shards: Path, res: int, frames: int, batches
     from ea_vae.scaling import fit_scaling_factor
 
     vae = SliceVAE.from_pretrained(vae_path).eval()
-    loader = video_loader(shards, batch_size=16, frames=frames, stride=1, size=res, image_video_ratio=0, seed=0,
+    loader = video_loader(shards, batch_size=16, frames=frames, stride=stride, size=res, image_video_ratio=0, seed=0,
                           num_workers=0)
     videos = (b["pixel_values"] for _, b in zip(range(batches), loader))
     vae.config.scaling_factor = fit_scaling_factor(vae, videos, torch.Generator().manual_seed(0))
@@ -55,14 +57,14 @@ def fit_vae_scaling(vae_path: Path, shards: Path, res: int, frames: int, batches
 
 @torch.no_grad()
 def encode_held_out(vae_path: Path, text_encoder_path: Path, val_cache: Path, assets: Path, res: int, frames: int,
-                    device: str, shards: Path | None = None) -> dict:
+                    stride: int, device: str, shards: Path | None = None) -> dict:
     """VAE PSNR / SSIM / direction kept on held-out clips; writes their latents + embeddings as `val_cache`.
 
     First fits the VAE's scaling factor on the training clips in `shards` (default: the run folder's
     `data/shards` next to `vae/final`), see `fit_vae_scaling`.
     """
     shards = shards if shards is not None else Path(vae_path).parent.parent / "data" / "shards"
-    scaling = fit_vae_scaling(vae_path, shards, res, frames)
+    scaling = fit_vae_scaling(vae_path, shards, res, frames, stride)
     from _shared import pick_device
 
     from ea_data.clip_eval import evaluate_clip, match_rates
@@ -75,7 +77,7 @@ def encode_held_out(vae_path: Path, text_encoder_path: Path, val_cache: Path, as
     dev = pick_device(device)
     vae = SliceVAE.from_pretrained(vae_path).to(dev).eval()
     text_encoder = T5TextEncoder.from_pretrained(text_encoder_path, device=dev)
-    x, triples = held_out_clips(res, frames)
+    x, triples = held_out_clips(res, frames, stride)
     posterior = vae.encode(x.to(dev))
     recon = vae.decode(posterior.mode()).clamp(-1, 1).cpu()
     results = [evaluate_clip(r, c, d) for r, (c, _, d) in zip(recon, triples)]

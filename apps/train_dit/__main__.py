@@ -93,6 +93,7 @@ class TrainDiTConfig:
     grad_accum: int = 1  # micro-batches per optimiser step
     frames: int = 17
     frame_stride: int = 2
+    clip_start: str = "random"  # random | centre: where each clip's frames are taken from
     size: int = 64  # pixels of the bucket base size (64 for the demo, 512 for real runs)
     resolution_schedule: str = ""  # e.g. "256:0,512:20000": base size from each step on (overrides --size)
     bucket_by: str = "aspect_ratio"  # aspect_ratio | token_length
@@ -137,6 +138,7 @@ def parse_args(argv=None) -> TrainDiTConfig:
              "lora_rank": "train LoRA adapters of rank R on the attention and MLP projections (base frozen); "
                           "adapter-only weights go to <out>/lora.safetensors, final/ holds the merged model",
              "lora_targets": f"a module-name suffix to adapt (default: {', '.join(DEFAULT_TARGETS)})",
+             "clip_start": "where each clip's frames are taken: random (seeded per sample and epoch) or centre",
              "sample_prompts": "a prompt to sample at the end (default: captions of the first batch)",
              "time_limit": "stop after this many seconds of training (checkpoint and final/ are written as at "
                            "--steps); 0: no limit",
@@ -146,7 +148,8 @@ def parse_args(argv=None) -> TrainDiTConfig:
                           "at fixed timesteps and noise (ea_dit.training.validation)"}
     cfg = parse_config(TrainDiTConfig, argv, "uv run apps/train_dit", __doc__, helps,
                        {"model": ("tiny", "xl"), "stage": STAGES, "parallel": ("ddp", "fsdp"),
-                        "bucket_by": ("aspect_ratio", "token_length"), "lr_schedule": ("constant", "cosine"),
+                        "bucket_by": ("aspect_ratio", "token_length"), "clip_start": ("random", "centre"),
+                        "lr_schedule": ("constant", "cosine"),
                         "attention_backend": ("sdpa", "xformers", "triton"), "dtype": tuple(DTYPES)})
     if cfg.stage == "motion" and not cfg.dit:
         # The output layer of a fresh DiT is zero: no gradient would reach the motion modules.
@@ -248,7 +251,7 @@ def train(cfg: TrainDiTConfig) -> Path:
 
     def make_loader(segment: int):
         return video_loader(cfg.data, batch_size=cfg.batch_size, frames=frames, stride=cfg.frame_stride,
-                            size=schedule[segment][1], image_video_ratio=cfg.image_video_ratio, seed=cfg.seed,
+                            clip_start=cfg.clip_start, size=schedule[segment][1], image_video_ratio=cfg.image_video_ratio, seed=cfg.seed,
                             num_workers=cfg.num_workers, size_multiple=pixel_multiple(dit, vae),
                             bucket_by=cfg.bucket_by, token_budget=cfg.token_budget or None, rank=ctx.rank,
                             world_size=ctx.world_size)

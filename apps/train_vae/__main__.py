@@ -62,6 +62,7 @@ class TrainVAEConfig:
     batch_size: int = 2
     frames: int = 9
     frame_stride: int = 1
+    clip_start: str = "random"  # random | centre: where each clip's frames are taken from
     size: int = 64
     image_video_ratio: float = 0.25  # image batches per video batch
     lr: float = 1e-4
@@ -94,7 +95,7 @@ def parse_args(argv=None) -> TrainVAEConfig:
                               "(small objects over a background, ea_vae.losses.object_weights); 0: off")
     helps["time_limit"] = "stop after this many seconds of training (checkpoint and final/ as at --steps); 0: none"
     return parse_config(TrainVAEConfig, argv, "uv run apps/train_vae", __doc__, helps,
-                        {"model": ("tiny", "base"), "stage": ("full", "decoder"),
+                        {"model": ("tiny", "base"), "stage": ("full", "decoder"), "clip_start": ("random", "centre"),
                          "slicing": ("none", "streaming", "shared"), "parallel": ("ddp",)})
 
 
@@ -132,6 +133,7 @@ def train(cfg: TrainVAEConfig) -> Path:
     opt_g = torch.optim.Adam(g_params, lr=cfg.lr, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(loss_fn.discriminator_parameters(), lr=cfg.lr, betas=(0.5, 0.9))
     loader = video_loader(cfg.data, batch_size=cfg.batch_size, frames=cfg.frames, stride=cfg.frame_stride,
+                          clip_start=cfg.clip_start,
                           size=cfg.size, image_video_ratio=cfg.image_video_ratio, seed=cfg.seed,
                           num_workers=cfg.num_workers, rank=ctx.rank, world_size=ctx.world_size)
 

@@ -4,6 +4,12 @@ test_two_direction_world_learns: a sub-world of the demo (red / blue circles mov
 through the real flow at a small size: WebDataset shards -> `apps/train_vae` -> `apps/train_dit` (from a
 latent cache, ea_dit.latent_cache) -> sampling -> `ea_data.clip_eval`. The generated direction must match
 the prompt's for most prompts (chance: 50 %). It fails if training, conditioning or sampling breaks.
+
+Measured (2026-12-02, 2-core CPU, about 5 minutes): colour 12/12, direction 11/12. What made it learn
+(each measured on its own, see the README's demo section): the DiT init scaled to its width (a plain
+PixArt 0.02 init left the caption unused for thousands of steps), v-prediction (bounded clean-sample
+estimates at high noise, where the layout is decided) and a world whose objects enter from the side they
+come from (the caption then fixes where the object is in every frame).
 """
 
 import json
@@ -56,11 +62,6 @@ def _run(app: str, *flags: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "measured 2026-12-01/02: with 600 object-weighted VAE steps red reconstructions keep colour and direction, "
-    "blue ones come out static; 400 DiT steps give colour 67 %, direction 17 % of 12 clips and 1500 DiT steps "
-    "colour 100 %, direction 0 %: the DiT generates motion but does not take its direction from the prompt "
-    "(see the README's demo section)"))
 def test_two_direction_world_learns(tmp_path):
     sys.path.insert(0, str(APPS))
     sys.path.insert(0, str(DEMO))
@@ -82,15 +83,15 @@ def test_two_direction_world_learns(tmp_path):
                             up_block_types=("SpatialUpBlock3D", "SpatialUpBlock3D"))).save_pretrained(tmp_path / "v0")
     VideoDiT(VideoDiTConfig(in_channels=4, sample_size=RES // 2, caption_channels=32, hidden_size=64, depth=2,
                             num_heads=4, patch_size=2, motion_num_heads=4, motion_norm_groups=8,
-                            motion_max_len=32)).save_pretrained(tmp_path / "d0")
+                            motion_max_len=32, prediction_type="v_prediction")).save_pretrained(tmp_path / "d0")
     common = ["--data", str(shards), "--size", str(RES), "--frames", str(FRAMES), "--frame-stride", str(STRIDE),
               "--image-video-ratio", "0", "--device", "cpu", "--no-tensorboard", "--num-workers", "0"]
     _run("train_vae", "--vae", str(tmp_path / "v0"), "--out", str(tmp_path / "vae"), "--steps", "600",
          "--batch-size", "8", "--lr", "2e-3", "--object-weight", "20", "--save-every", "1000", *common)
-    fit_vae_scaling(tmp_path / "vae" / "final", shards, RES, FRAMES)  # unit-variance latents for the DiT
+    fit_vae_scaling(tmp_path / "vae" / "final", shards, RES, FRAMES, STRIDE)  # unit-variance latents for the DiT
     _run("train_dit", "--dit", str(tmp_path / "d0"), "--vae", str(tmp_path / "vae" / "final"), "--text-encoder",
-         str(te), "--out", str(tmp_path / "dit"), "--steps", "400", "--batch-size", "16", "--lr", "1e-3",
-         "--ema-decay", "0.98", "--latent-cache", str(tmp_path / "cache"), "--cache-passes", "2",
+         str(te), "--out", str(tmp_path / "dit"), "--steps", "2000",
+         "--batch-size", "16", "--lr", "1e-3", "--warmup-steps", "100", "--weight-decay", "0", "--ema-decay", "0.99", "--latent-cache", str(tmp_path / "cache"), "--cache-passes", "2",
          "--sample-steps", "0", "--save-every", "1000", *common)
 
     vae = SliceVAE.from_pretrained(tmp_path / "vae" / "final").eval()

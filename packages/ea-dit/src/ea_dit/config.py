@@ -62,6 +62,10 @@ class VideoDiTConfig:
     motion_num_heads: int = 8
     motion_grid: int = 2  # Grid Reshape cell size (1 = plain per-token temporal attention)
     motion_max_len: int = 4096  # length of the sinusoidal temporal position table
+    # Add each frame's sinusoidal index (the motion module's table) to its tokens after the patch embedding,
+    # so every layer, not only the motion modules' attention, knows which frame a token is in. Off in
+    # EasyAnimate V1 (and then a one-frame model computes exactly PixArt's output).
+    frame_position_embedding: bool = False
     motion_norm_groups: int = 32
     # --- U-ViT long skips and training switches
     long_skip: bool = True

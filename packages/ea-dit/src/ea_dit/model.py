@@ -1,6 +1,7 @@
 """`VideoDiT`: PixArt-alpha extended to video with motion modules and U-ViT long skips (EasyAnimate).
 
     latents (B, C, F, H, W) --patch embed per frame + 2D sin-cos positions--> tokens (B, F*N, D)
+        (+ the frame index's sinusoid when `frame_position_embedding`; off in EasyAnimate V1)
     timestep (B,) --adaLN-single--> modulation (B, 6, D), embedding (B, D)
     text (B, T, 4096) --caption projection--> (B, T, D)
     blocks 0..depth-1 (VideoDiTBlock: spatial attn, motion module, cross-attn, MLP), with U-ViT skips:
@@ -16,6 +17,7 @@ PixArt image model it was loaded from computes. `from_pretrained` reads this pac
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -31,7 +33,7 @@ from ea_dit.config import VideoDiTConfig
 from ea_dit.embeddings import AdaLNSingle, CaptionProjection, PatchEmbed
 from ea_dit.files import load_safetensors, read_json_object
 from ea_dit.grid_reshape import TokenGrid
-from ea_dit.motion_module import MotionModule
+from ea_dit.motion_module import MotionModule, temporal_position_table
 from ea_dit.pixart import config_from_pixart, convert_pixart_state_dict, load_diffusers_weights
 
 CONFIG_NAME = "config.json"
@@ -106,10 +108,16 @@ class VideoDiT(nn.Module):
         w = self.patch_embed.proj.weight
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.zeros_(self.patch_embed.proj.bias)
-        for emb in (self.adaln_single.timestep_embedder, self.caption_projection):
-            nn.init.normal_(emb.fc1.weight, std=0.02)
-            nn.init.normal_(emb.fc2.weight, std=0.02)
-        nn.init.normal_(self.adaln_single.linear.weight, std=0.02)
+        # PixArt's N(0, 0.02) for the timestep MLP, the caption projection and adaLN-single, with the std
+        # scaled by sqrt(PixArt's fan-in / this fan-in) so that every layer keeps the output scale it has in
+        # PixArt-alpha XL/2 (unchanged there: fan-in 256 frequencies, 4096 T5 channels, width 1152). With a
+        # plain 0.02, a 64-wide model fed 32-channel captions starts with text features ~0.006 against a
+        # residual stream ~10: measured, it then ignored the caption that placed an object left or right
+        # for 3000 steps, and learned it with this scaling (see tests/ea_dit/test_model.py).
+        t_emb = self.adaln_single.timestep_embedder
+        for layer, pixart_fan_in in ((t_emb.fc1, 256), (t_emb.fc2, 1152), (self.adaln_single.linear, 1152),
+                                     (self.caption_projection.fc1, 4096), (self.caption_projection.fc2, 1152)):
+            nn.init.normal_(layer.weight, std=0.02 * math.sqrt(pixart_fan_in / layer.in_features))
         for block in self.blocks:
             nn.init.zeros_(block.cross_attn.proj.weight)
             nn.init.zeros_(block.cross_attn.proj.bias)
@@ -177,7 +185,10 @@ class VideoDiT(nn.Module):
             resolution, aspect_ratio = self._size_conditions(resolution, aspect_ratio, b, height, width)
 
         x = self.patch_embed(rearrange(latents.to(self.dtype), "b c f h w -> (b f) c h w"))
-        x = rearrange(x, "(b f) n d -> b (f n) d", f=num_frames)  # (B, F*N, D), frame-major
+        x = rearrange(x, "(b f) n d -> b f n d", f=num_frames)
+        if c.frame_position_embedding:  # (F, D) frame-index sinusoids, the same for every token of a frame
+            x = x + temporal_position_table(num_frames, c.hidden_size, device=x.device).to(x.dtype)[None, :, None]
+        x = x.flatten(1, 2)  # (B, F*N, D), frame-major
         modulation, emb = self.adaln_single(timestep, x.dtype, resolution, aspect_ratio)
         text = self.caption_projection(text_embeds.to(self.dtype))
         mask = None if text_mask is None else text_mask.to(torch.bool)
