@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from ea_data.progress import progress_bar
 from ea_dit.lora import DEFAULT_TARGETS, add_lora, lora_parameters, merge_lora, save_lora
 from ea_dit.t2v import TextToVideoPipeline, pixel_multiple, scale_latents
 from ea_dit.training import (
@@ -208,7 +209,6 @@ def build_dit(cfg: TrainDiTConfig, latent_channels: int, caption_channels: int, 
 
 
 def train(cfg: TrainDiTConfig) -> Path:
-    from tqdm import tqdm
 
     from ea_dit import T5TextEncoder, VideoDiT
     from ea_dit.diffusion import GaussianDiffusion
@@ -287,8 +287,9 @@ def train(cfg: TrainDiTConfig) -> Path:
     log = MetricsLog(out / "metrics.jsonl", resume_step=step, tensorboard=cfg.tensorboard, enabled=main)
     autocast = torch.autocast(device.type, dtype=DTYPES[cfg.dtype], enabled=cfg.dtype != "fp32" and not fsdp)
     first_captions: list[str] = []
-    bar = tqdm(total=cfg.steps, initial=step, desc="train_dit", unit="step", disable=not main,
-               mininterval=1 if sys.stderr.isatty() else 30)
+    # progress_bar: redrawn at most every 30 s when stderr is a log, not a terminal; postfix updates do
+    # not force a redraw (refresh=False), or each logged step would print a line.
+    bar = progress_bar(total=cfg.steps, initial=step, desc="train_dit", unit="step", disable=not main)
     dit.train()
     batches = endless_batches(loader) if cache is None else None
     window = {"t": time.perf_counter(), "samples": 0.0, "tokens": 0.0}
@@ -364,7 +365,7 @@ def train(cfg: TrainDiTConfig) -> Path:
                       samples_per_s=window["samples"] / elapsed, tokens_per_s=window["tokens"] / elapsed,
                       peak_mem_gib=peak_memory_gib(device), base_size=schedule[segment][1])
             window = {"t": time.perf_counter(), "samples": 0.0, "tokens": 0.0}
-            bar.set_postfix(loss=f"{totals[0].item() / n:.4f}")
+            bar.set_postfix(loss=f"{totals[0].item() / n:.4f}", refresh=False)
         if step % cfg.save_every == 0 or last:
             save_checkpoint(ckpt_dir, step, modules, {"opt": opt},
                             {"loaders": all_gather_objects(loader.state_dict()), "segment": segment,

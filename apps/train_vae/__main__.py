@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from ea_data.progress import progress_bar
 from ea_dit.training import (
     CheckpointError,
     MetricsLog,
@@ -100,7 +101,6 @@ def parse_args(argv=None) -> TrainVAEConfig:
 
 
 def train(cfg: TrainVAEConfig) -> Path:
-    from tqdm import tqdm
 
     from ea_vae import SliceVAE, SliceVAEConfig
     from ea_vae.losses import VAELoss, VAELossConfig, last_decoder_weight, object_weights
@@ -152,8 +152,9 @@ def train(cfg: TrainVAEConfig) -> Path:
     if main:
         write_run_config(out, asdict(cfg))
     log = MetricsLog(out / "metrics.jsonl", resume_step=step, tensorboard=cfg.tensorboard, enabled=main)
-    bar = tqdm(total=cfg.steps, initial=step, desc="train_vae", unit="step", disable=not main,
-               mininterval=1 if sys.stderr.isatty() else 30)
+    # progress_bar: redrawn at most every 30 s when stderr is a log, not a terminal; postfix updates do
+    # not force a redraw (refresh=False), or each logged step would print a line.
+    bar = progress_bar(total=cfg.steps, initial=step, desc="train_vae", unit="step", disable=not main)
     x = None
     started = None  # the time limit counts training, not the data loader's start-up
     for batch in endless_batches(loader) if step < cfg.steps else ():
@@ -190,7 +191,7 @@ def train(cfg: TrainVAEConfig) -> Path:
             scalars = {k: v.detach().float().reshape(()) for k, v in logs.items() if v.numel() == 1}
             mean = all_reduce_mean(torch.stack(list(scalars.values())))
             log.write(step, **dict(zip(scalars, mean.tolist())))
-            bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{scalars['psnr'].item():.2f}")
+            bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{scalars['psnr'].item():.2f}", refresh=False)
         if step % cfg.save_every == 0 or last:
             save_checkpoint(ckpt_dir, step, modules, optimizers,
                             {"loaders": all_gather_objects(loader.state_dict()), "world_size": ctx.world_size,

@@ -126,6 +126,9 @@ def test_demo_runs_and_resumes(tmp_path):
            "--dit-chunks", "1"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    # Not a terminal: the trainers' bars redraw at most every 30 s (first and last state, plus one per 30 s)
+    for bar in ("train_vae:", "train_dit:"):
+        assert r.stderr.count(bar) <= 12, (bar, r.stderr.count(bar))
     ev = json.loads((out / "eval.json").read_text())
     assert ev["held_out"]["n"] == 32 and 0 <= ev["held_out"]["direction"] <= 1
     assert ev["curation"]["kept"] > 0 and sum(ev["curation"]["rejected"].values()) > 0

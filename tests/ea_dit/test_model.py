@@ -295,3 +295,34 @@ def test_triton_backend_matches_sdpa():
         expected = model(*x)
         model.set_attention_backend("triton")
         torch.testing.assert_close(model(*x), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_frame_position_embedding_adds_each_frames_index_sinusoid():
+    """With frame_position_embedding, frame f computes what the plain model computes with the frame index's
+    sinusoid (interleaved sin/cos of f * 10000^(-2i/D), written out here) added to the patch-embedding bias;
+    off, identical frames give identical outputs (nothing else tells frames apart without motion modules)."""
+    torch.manual_seed(0)
+    base = dict(in_channels=4, sample_size=8, caption_channels=8, hidden_size=32, depth=2, num_heads=4,
+                motion_module=False, learn_sigma=False)
+    on = VideoDiT(VideoDiTConfig(**base, frame_position_embedding=True)).eval()
+    torch.nn.init.normal_(on.final_layer.linear.weight)
+    off = VideoDiT(VideoDiTConfig(**base)).eval()
+    off.load_state_dict(on.state_dict())
+    frame = torch.randn(1, 4, 1, 8, 8)
+    video = frame.expand(1, 4, 3, 8, 8).contiguous()
+    text, t = torch.randn(1, 3, 8), torch.tensor([500])
+    with torch.no_grad():
+        out_off = off(video, t, text)
+        out_on = on(video, t, text)
+    torch.testing.assert_close(out_off[:, :, 1], out_off[:, :, 0])
+    assert (out_on[:, :, 1] - out_on[:, :, 0]).abs().max() > 1e-3
+    d = 32
+    for f in range(3):
+        w = torch.tensor([10000 ** (-2 * i / d) for i in range(d // 2)], dtype=torch.float64)
+        pe = torch.stack([torch.sin(f * w), torch.cos(f * w)], dim=-1).flatten().float()
+        ref = VideoDiT(VideoDiTConfig(**base)).eval()
+        ref.load_state_dict(on.state_dict())
+        with torch.no_grad():
+            ref.patch_embed.proj.bias += pe
+            expected = ref(frame, t, text)
+        torch.testing.assert_close(out_on[:, :, f:f + 1], expected, rtol=1e-5, atol=1e-5)
