@@ -1,6 +1,6 @@
 r"""The main job: train a tiny text-to-video model on the demo world and show that it follows its captions.
 
-    uv run apps/demo                      # about 20 minutes on 2 CPU cores; everything under runs/demo/
+    uv run apps/demo                      # about 15 minutes on 2 CPU cores; everything under runs/demo/
     uv run apps/demo --budget 60          # longer training (the same steps, more time for VAE and DiT)
 
 The demo world (`ea_data.synthetic`): each scene shows one object whose colour, shape and direction of
@@ -24,7 +24,7 @@ Phases (each skipped when its output exists, so a killed run resumes; times go t
 
 Run folder (`runs/demo/`), self-describing for `apps/generate --run runs/demo`:
   run.json   {"format": "easyanimate-run/1", "dit": "dit/final", "vae": "vae/final",
-              "text_encoder": "text_encoder", "height": 32, "width": 32, "frames": 9, "fps": 8,
+              "text_encoder": "text_encoder", "height": 16, "width": 16, "frames": 5, "fps": 2,
               "sampler": "ddim", "steps": 25, "guidance_scale": 4.0,
               "prompt_function": "ea_data.synthetic.demo_caption", "held_out": [[color, shape, direction]...]}
              paths are relative to the folder holding run.json.
