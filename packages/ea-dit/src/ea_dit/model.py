@@ -113,7 +113,7 @@ class VideoDiT(nn.Module):
         # PixArt-alpha XL/2 (unchanged there: fan-in 256 frequencies, 4096 T5 channels, width 1152). With a
         # plain 0.02, a 64-wide model fed 32-channel captions starts with text features ~0.006 against a
         # residual stream ~10: measured, it then ignored the caption that placed an object left or right
-        # for 3000 steps, and learned it with this scaling (see tests/ea_dit/test_model.py).
+        # for 3000 steps, and learned it with this scaling (see tests/ea_dit/test_conditioning.py).
         t_emb = self.adaln_single.timestep_embedder
         for layer, pixart_fan_in in ((t_emb.fc1, 256), (t_emb.fc2, 1152), (self.adaln_single.linear, 1152),
                                      (self.caption_projection.fc1, 4096), (self.caption_projection.fc2, 1152)):
