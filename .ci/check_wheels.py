@@ -6,13 +6,18 @@ from pathlib import Path
 
 # Distributions each wheel may require (base requirements; extras may add more).
 ALLOWED = {
-    "ea_vae": {"torch", "einops", "safetensors"},
-    "ea_dit": {"torch", "einops", "safetensors", "transformers", "sentencepiece", "triton"},
-    "ea_data": {"ea-vae", "torch", "webdataset", "braceexpand", "scenedetect", "opencv-python-headless", "av",
+    "ea_core": {"torch", "safetensors"},
+    "ea_vae": {"ea-core", "torch", "einops", "safetensors"},
+    "ea_dit": {"ea-core", "torch", "einops", "safetensors", "transformers", "sentencepiece", "triton"},
+    "ea_data": {"ea-core", "ea-vae", "torch", "webdataset", "braceexpand", "scenedetect", "opencv-python-headless", "av",
                 "numpy", "tqdm", "pillow"},
-    "ea_captions": {"ea-data", "ea-vae", "torch", "transformers", "torchvision", "pillow", "numpy", "tqdm"},
+    "ea_captions": {"ea-core", "ea-data", "ea-vae", "torch", "transformers", "torchvision", "pillow", "numpy", "tqdm"},
 }
-FORBIDDEN_ANYWHERE = {"ea_vae": {"transformers", "triton", "open-clip-torch", "ea-dit", "ea-data", "diffusers"}}
+FORBIDDEN_ANYWHERE = {
+    "ea_core": {"einops", "transformers", "triton", "ea-vae", "ea-dit", "ea-data", "ea-captions"},
+    "ea_vae": {"transformers", "triton", "open-clip-torch", "ea-dit", "ea-data", "diffusers"},
+    "ea_dit": {"ea-vae", "ea-data", "ea-captions"},
+}
 
 
 def requirements(wheel: Path) -> list[tuple[str, str]]:

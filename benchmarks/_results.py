@@ -7,11 +7,12 @@ compared later: each file names the device, torch/triton versions and the git co
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import platform
 import subprocess
 from pathlib import Path
+
+from ea_core.atomic import atomic_write_json
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -80,7 +81,4 @@ def save_results(name: str, results: dict | list, config: dict | None = None,
     out.mkdir(parents=True, exist_ok=True)
     tag = "cpu" if info["device"] == "cpu" else info["device"].replace(" ", "-").lower()
     path = out / f"{name}-{tag}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_json(path, record, indent=2, default=str)

@@ -31,6 +31,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _memory import reset_peak_rss  # noqa: E402
 
+from ea_core.atomic import atomic_write
+
 METHODS = ("unsliced", "sliced", "sliced_tiled", "diffusers")
 ALL_METHODS = (*METHODS, "diffusers_tiled")
 CONFIGS = {
@@ -261,10 +263,8 @@ def plot(results: list[dict], path: Path, title: str) -> None:
         ax.legend()
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def main(argv=None) -> int:

@@ -44,12 +44,10 @@ import sys
 import time
 from pathlib import Path
 
-from ea_data.atomic import atomic_write_json
+from ea_core.atomic import atomic_write_json
 
 HERE = Path(__file__).resolve().parent
-APPS = HERE.parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(APPS))
+APPS = HERE.parent  # the other apps, run as subprocesses
 
 RES = 16  # pixels of training and sampling frames
 FRAMES = 5  # frames per clip

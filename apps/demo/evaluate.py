@@ -7,15 +7,22 @@ resolution with area averaging), from `HELD_OUT` triples that no training scene 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
-APPS = Path(__file__).resolve().parent.parent
-if str(APPS) not in sys.path:
-    sys.path.insert(0, str(APPS))
+from ea_core.devices import resolve_device
+from ea_data.batches import video_loader
+from ea_data.clip_eval import evaluate_clip, match_rates
+from ea_data.synthetic import HELD_OUT, demo_caption, render_demo_clip
+from ea_dit import T5TextEncoder, VideoDiT
+from ea_dit.latent_cache import build_latent_cache
+from ea_dit.t2v import TextToVideoPipeline
+from ea_vae import SliceVAE
+from ea_vae.metrics import psnr, ssim
+from ea_vae.scaling import fit_scaling_factor
 
 VAL_SEEDS = (100, 101)  # drawing seeds of the held-out validation clips (2 per triple)
 
@@ -24,10 +31,6 @@ def held_out_clips(res: int, frames: int, stride: int = 1, seeds=VAL_SEEDS
                    ) -> tuple[torch.Tensor, list[tuple[str, str, str]]]:
     """Ground-truth clips of every HELD_OUT triple: `(N, 3, frames, res, res)` in [-1, 1] (every `stride`-th
     frame of a scene, like the training clips) and their triples."""
-    import cv2
-
-    from ea_data.synthetic import HELD_OUT, render_demo_clip
-
     clips, triples = [], []
     for seed in seeds:
         for i, t in enumerate(HELD_OUT):
@@ -41,11 +44,6 @@ def held_out_clips(res: int, frames: int, stride: int = 1, seeds=VAL_SEEDS
 @torch.no_grad()
 def fit_vae_scaling(vae_path: Path, shards: Path, res: int, frames: int, stride: int = 1, batches: int = 8) -> float:
     """Measure the trained VAE's latent scaling factor on training clips (ea_vae.scaling) and save it."""
-    from _shared import video_loader
-
-    from ea_vae import SliceVAE
-    from ea_vae.scaling import fit_scaling_factor
-
     vae = SliceVAE.from_pretrained(vae_path).eval()
     loader = video_loader(shards, batch_size=16, frames=frames, stride=stride, size=res, image_video_ratio=0, seed=0,
                           num_workers=0)
@@ -65,16 +63,7 @@ def encode_held_out(vae_path: Path, text_encoder_path: Path, val_cache: Path, as
     """
     shards = shards if shards is not None else Path(vae_path).parent.parent / "data" / "shards"
     scaling = fit_vae_scaling(vae_path, shards, res, frames, stride)
-    from _shared import pick_device
-
-    from ea_data.clip_eval import evaluate_clip, match_rates
-    from ea_data.synthetic import demo_caption
-    from ea_dit import T5TextEncoder
-    from ea_dit.latent_cache import build_latent_cache
-    from ea_vae import SliceVAE
-    from ea_vae.metrics import psnr, ssim
-
-    dev = pick_device(device)
+    dev = resolve_device(device)
     vae = SliceVAE.from_pretrained(vae_path).to(dev).eval()
     text_encoder = T5TextEncoder.from_pretrained(text_encoder_path, device=dev)
     x, triples = held_out_clips(res, frames, stride)
@@ -97,16 +86,8 @@ def encode_held_out(vae_path: Path, text_encoder_path: Path, val_cache: Path, as
 def evaluate_run(out: Path, seeds=(0, 1), device: str = "auto", sampler: str = "ddim", steps: int = 25,
                  guidance_scale: float = 4.0, save: bool = False) -> dict:
     """Generate every HELD_OUT prompt once per seed from the run folder's models and score the clips."""
-    from _shared import pick_device
-
-    from ea_data.clip_eval import evaluate_clip, match_rates
-    from ea_data.synthetic import HELD_OUT, demo_caption
-    from ea_dit import T5TextEncoder, VideoDiT
-    from ea_dit.t2v import TextToVideoPipeline
-    from ea_vae import SliceVAE
-
     run = json.loads((out / "run.json").read_text())
-    dev = pick_device(device)
+    dev = resolve_device(device)
     dit = VideoDiT.from_pretrained(out / run["dit"]).to(dev).eval()
     vae = SliceVAE.from_pretrained(out / run["vae"]).to(dev).eval()
     text_encoder = T5TextEncoder.from_pretrained(out / run["text_encoder"], device=dev)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ea_data.atomic import atomic_open, atomic_write_bytes
+from ea_core.atomic import atomic_open, atomic_write_bytes
 
 
 def _frames_u8(video) -> np.ndarray:

@@ -12,8 +12,9 @@ real T5; real runs pass a pretrained T5 (PixArt: t5-v1_1-xxl) with `--text-encod
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
+
+from ea_core.atomic import atomic_directory
 
 SPECIAL = ("<pad>", "</s>", "<unk>")  # T5's ids: pad 0, eos 1, unk 2
 
@@ -53,9 +54,7 @@ def build_word_level_t5(path: str | os.PathLike, words: list[str], d_model: int 
     model = T5EncoderModel(config)
     with torch.no_grad():  # unit-variance token embeddings: distinct words are far apart
         model.shared.weight.normal_(0.0, 1.0)
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    fast.save_pretrained(tmp)
-    os.replace(tmp, path)
+    with atomic_directory(path) as tmp:
+        model.save_pretrained(tmp)
+        fast.save_pretrained(tmp)
     return path

@@ -25,11 +25,9 @@ import sys
 import time
 from pathlib import Path
 
+from ea_core.devices import DTYPES, resolve_device
 from ea_dit.samplers import SAMPLERS
 from ea_dit.t2v import TextToVideoPipeline, read_run_folder
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _shared import DTYPES, pick_device  # noqa: E402
 
 
 def _number(kind, low: float, inclusive: bool, what: str):
@@ -151,7 +149,7 @@ def main(argv=None) -> int:
     from ea_data.progress import progress_bar
     from ea_vae.video_io import tensor_to_frames, write_video
 
-    device, dtype = pick_device(a.device), DTYPES[a.dtype]
+    device, dtype = resolve_device(a.device), DTYPES[a.dtype]
     try:
         dit, vae, text_encoder = load_models(paths["dit"], paths["vae"], paths["text_encoder"], device, dtype)
     except (OSError, ValueError) as e:  # the loaders name the file and what is wrong with it

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import torch
 
+from ea_core.devices import DTYPES
+from ea_data.batches import endless_batches, video_loader
 from ea_data.progress import progress_bar
 from ea_dit.lora import DEFAULT_TARGETS, add_lora, lora_parameters, merge_lora, save_lora
 from ea_dit.t2v import TextToVideoPipeline, pixel_multiple, scale_latents
@@ -45,6 +47,7 @@ from ea_dit.training import (
     save_checkpoint,
     write_run_config,
 )
+from ea_dit.training.cli import parse_config, start_run
 from ea_dit.training.distributed import (
     all_gather_objects,
     all_reduce_mean,
@@ -61,16 +64,8 @@ from ea_dit.training.distributed import (
 )
 from ea_dit.training.optim import adamw, lr_factor, set_lr
 from ea_dit.training.stages import STAGES, adapt_latent_channels, trainable_parameters
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _shared import (  # noqa: E402
-    DTYPES,
-    endless_batches,
-    parse_config,
-    save_videos,
-    start_run,
-    video_loader,
-)
+from ea_vae import SliceVAE
+from ea_vae.video_io import save_videos
 
 CACHE_DRAWS = 1 << 40  # generator index of latent-cache batch draws: apart from every sample's noise index
 
@@ -212,7 +207,6 @@ def train(cfg: TrainDiTConfig) -> Path:
 
     from ea_dit import T5TextEncoder, VideoDiT
     from ea_dit.diffusion import GaussianDiffusion
-    from ea_vae import SliceVAE
 
     ctx, out = start_run(cfg, MAY_CHANGE)
     device, main = ctx.device, ctx.is_main

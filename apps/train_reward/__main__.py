@@ -28,8 +28,7 @@ from pathlib import Path
 import torch
 from torch.utils.checkpoint import checkpoint
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _shared import DTYPES, pick_device  # noqa: E402
+from ea_core.devices import DTYPES, resolve_device
 
 TRAINABLE = ("lora", "all", "attention", "cross_attention", "motion")
 
@@ -100,7 +99,7 @@ def main(argv=None) -> int:
         if not Path(path).exists():
             print(f"error: {flag}: {path} does not exist", file=sys.stderr)
             return 2
-    device, dtype = pick_device(a.device), DTYPES[a.dtype]
+    device, dtype = resolve_device(a.device), DTYPES[a.dtype]
     torch.manual_seed(a.seed)
     dit = VideoDiT.from_pretrained(a.dit).to(device, dtype)
     vae = SliceVAE.from_pretrained(a.vae).to(device, dtype).eval().requires_grad_(False)

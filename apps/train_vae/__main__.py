@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from ea_data.batches import endless_batches, video_loader
 from ea_data.progress import progress_bar
 from ea_dit.training import (
     CheckpointError,
@@ -33,6 +34,7 @@ from ea_dit.training import (
     save_checkpoint,
     write_run_config,
 )
+from ea_dit.training.cli import parse_config, start_run
 from ea_dit.training.distributed import (
     all_gather_objects,
     all_reduce_gradients,
@@ -43,9 +45,6 @@ from ea_dit.training.distributed import (
     randn_per_sample,
     sample_generators,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _shared import endless_batches, parse_config, start_run, video_loader  # noqa: E402
 
 MAY_CHANGE = frozenset({"steps", "time_limit", "log_every", "save_every", "device", "num_workers", "tensorboard", "parallel",
                         "batch_size"})

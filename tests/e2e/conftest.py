@@ -13,14 +13,26 @@ APPS = Path(__file__).resolve().parents[2] / "apps"
 
 
 def load_app(name: str):
-    """Import `apps/<name>/__main__.py` (or `apps/<name>.py`) as a module."""
-    sys.path.insert(0, str(APPS))
-    path = APPS / name / "__main__.py" if (APPS / name).is_dir() else APPS / f"{name}.py"
+    """Import `apps/<name>/__main__.py` as a module."""
+    path = APPS / name / "__main__.py"
     spec = importlib.util.spec_from_file_location(f"app_{name}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+def build_random_t5(path: Path, d_model: int = 32, seed: int = 0) -> Path:
+    """Save a small random T5 encoder + byte-level tokenizer to `path`, loaded by the apps through the same
+    `T5TextEncoder.from_pretrained` path as a real model (no download)."""
+    from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    config = T5Config(vocab_size=384, d_model=d_model, d_kv=16, d_ff=2 * d_model, num_layers=2, num_heads=4,
+                      feed_forward_proj="gated-gelu", is_encoder_decoder=False)
+    T5EncoderModel(config).save_pretrained(path)
+    ByT5Tokenizer().save_pretrained(path)
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -47,9 +59,8 @@ def tiny_shards(tmp_path_factory):
 def tiny_models(tmp_path_factory):
     from ea_vae import SliceVAE, SliceVAEConfig
 
-    shared = load_app("_shared")
     root = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)
     SliceVAE(SliceVAEConfig.tiny(block_out_channels=(16, 16, 32, 32))).save_pretrained(root / "vae")
-    shared.build_demo_text_encoder(root / "t5", d_model=32)
+    build_random_t5(root / "t5", d_model=32)
     return {"vae": root / "vae", "text_encoder": root / "t5"}

@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import torch
 
+from ea_data.batches import video_loader
+
 from .conftest import load_app
 
 RUN_APP = Path(__file__).with_name("run_app.py")
@@ -150,7 +152,6 @@ def test_train_vae_two_processes_match_one(tmp_path, same_clip_shards):
 
 
 def test_more_processes_than_shards_is_a_clear_error(same_clip_shards):
-    shared = load_app("_shared")
     with pytest.raises(ValueError, match=r"2 shard\(s\) for 3 process\(es\)"):
-        shared.video_loader(same_clip_shards, batch_size=1, frames=5, stride=1, size=32, image_video_ratio=None,
+        video_loader(same_clip_shards, batch_size=1, frames=5, stride=1, size=32, image_video_ratio=None,
                             seed=0, num_workers=0, rank=0, world_size=3)

@@ -7,6 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from ea_data.batches import video_loader
+
 from .conftest import load_app
 
 
@@ -51,10 +53,9 @@ def test_image_stage_adapts_channels_and_resumes_across_resolution_switch(tmp_pa
 
 
 def test_token_length_buckets_from_train_dit_flags(tiny_shards):
-    shared = load_app("_shared")
     app = load_app("train_dit")
     cfg = app.parse_args(["--bucket-by", "token_length", "--token-budget", str(9 * 32 * 32), "--batch-size", "2"])
-    loader = shared.video_loader(tiny_shards, batch_size=cfg.batch_size, frames=9, stride=1, size=64,
+    loader = video_loader(tiny_shards, batch_size=cfg.batch_size, frames=9, stride=1, size=64,
                                  image_video_ratio=None, seed=0, num_workers=0, bucket_by=cfg.bucket_by,
                                  token_budget=cfg.token_budget)
     c = loader.dataset.config

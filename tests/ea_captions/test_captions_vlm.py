@@ -6,7 +6,7 @@ import torch
 
 from ea_captions.captioner import Clip, GenerationSettings
 from ea_captions.sampling import FrameSampling, load_clip
-from ea_captions.vlm import VLMCaptioner, resolve_device, resolve_dtype
+from ea_captions.vlm import VLMCaptioner
 
 
 def _clips(synthetic_data):
@@ -107,17 +107,6 @@ def test_generation_settings_and_backend_checks(tiny_qwen2vl, tiny_llava, synthe
     a = [r.text for r in sampler.caption(clips)]
     torch.manual_seed(1)
     assert [r.text for r in sampler.caption(clips)] == a
-
-
-def test_dtype_and_device_resolution():
-    assert resolve_device("cpu") == torch.device("cpu")
-    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
-    assert resolve_dtype("bf16") == torch.bfloat16
-    with pytest.raises(ValueError, match="unknown dtype"):
-        resolve_dtype("float8")
-    if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="CUDA is not available"):
-            resolve_device("cuda")
 
 
 def test_clip_validation():

@@ -7,12 +7,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from ea_core.files import WeightsFileError
 from ea_data.curation.config import InputError, PipelineConfig, ScoreConfig, SplitConfig
 from ea_data.filters import FilterConfig
 from ea_data.loader import LoaderConfig
 from ea_data.scoring.aesthetic import AestheticHead
 from ea_data.shards import ShardConfig
-from ea_vae.files import WeightsFileError
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import warnings
 import pytest
 import torch
 
+from ea_core.files import WeightsFileError
 from ea_dit import T5TextEncoder, VideoDiT, VideoDiTConfig
-from ea_dit.files import WeightsFileError
 
 transformers = pytest.importorskip("transformers")
 

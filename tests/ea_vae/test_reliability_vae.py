@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from ea_core.files import WeightsFileError, load_safetensors, load_state_dict, read_json_object
 from ea_vae import SliceVAE, SliceVAEConfig
 from ea_vae.cli import main
-from ea_vae.files import WeightsFileError, load_safetensors, load_state_dict, read_json_object
 from ea_vae.video_io import read_video, write_video
 
 

@@ -19,7 +19,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ea_vae.files import POSITIVE, check_fields
+from ea_core.files import POSITIVE, check_fields
 
 
 @dataclass

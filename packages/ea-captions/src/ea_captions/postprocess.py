@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ea_vae.files import FRACTION, NON_NEGATIVE, POSITIVE, check_fields
+from ea_core.files import FRACTION, NON_NEGATIVE, POSITIVE, check_fields
 
 #: Openings that say "this is a video/image" and nothing else; matched case-insensitively at the start.
 BOILERPLATE_PATTERNS = (

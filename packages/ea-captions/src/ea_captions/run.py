@@ -7,7 +7,7 @@ tar shards. Both
 - keep captions that are already there (unless `overwrite`), so a finished data set is never redone;
 - append each finished caption to an append-only work log (fsynced), so a killed run continues where
   it stopped when started again; the log is removed once the output is complete;
-- write outputs atomically (:mod:`ea_data.atomic`: a temp file in the same folder, then `os.replace`);
+- write outputs atomically (:mod:`ea_core.atomic`: a temp file in the same folder, then `os.replace`);
 - record per-clip problems without stopping: an unreadable clip or a rejected caption leaves
   `caption` empty and sets `caption_error` (``"unreadable: ..."``, ``"repetition: ..."``, ...);
 - set `caption_model` to the captioner's name on every clip they caption.
@@ -33,7 +33,7 @@ from pathlib import Path
 from ea_captions.captioner import Captioner, CaptionResult, Clip
 from ea_captions.postprocess import PostprocessConfig, clean_caption
 from ea_captions.sampling import FrameSampling, load_clip
-from ea_data.atomic import atomic_open
+from ea_core.atomic import atomic_open
 from ea_data.manifest import append_jsonl, read_jsonl, write_jsonl
 from ea_data.progress import progress_bar
 from ea_vae.media import ext_kind, media_member, read_image, split_sample_name
@@ -245,7 +245,7 @@ def _read_shard(path: Path) -> tuple[list[tuple[tarfile.TarInfo, bytes]], dict[s
 
 
 def _write_shard(path: Path, members: list[tuple[tarfile.TarInfo, bytes]]) -> None:
-    """Write a tar atomically (:func:`ea_data.atomic.atomic_open`)."""
+    """Write a tar atomically (:func:`ea_core.atomic.atomic_open`)."""
     with atomic_open(path, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.GNU_FORMAT) as tar:
         for info, data in members:
             tar.addfile(info, io.BytesIO(data) if info.isfile() else None)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ea_captions.captioner import Clip
-from ea_vae.files import POSITIVE, check_fields
+from ea_core.files import POSITIVE, check_fields
 from ea_vae.media import media_kind, read_image
 from ea_vae.video_io import VideoReadError, iter_frames, video_info
 

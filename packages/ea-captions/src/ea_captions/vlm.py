@@ -28,6 +28,7 @@ import torch
 
 from ea_captions.captioner import CaptionResult, Clip, GenerationSettings
 from ea_captions.prompts import render_prompt
+from ea_core.devices import resolve_device, resolve_dtype
 
 
 @dataclass(frozen=True)
@@ -54,31 +55,6 @@ def family_of(model_type: str) -> str | None:
         if model_type in fam.model_types:
             return fam.name
     return None
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``"auto"`` picks the first CUDA GPU when there is one, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
-    return dev
-
-
-def resolve_dtype(dtype: str | torch.dtype = "auto", device: torch.device | None = None) -> torch.dtype:
-    """``"auto"``: bfloat16 on GPUs that support it, float16 on other GPUs, float32 on the CPU."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-    if dtype == "auto":
-        if device is not None and device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    if dtype not in names:
-        raise ValueError(f"unknown dtype {dtype!r}; choose auto or one of {sorted(names)}")
-    return names[dtype]
 
 
 class VLMCaptioner:

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ea_vae.files import FRACTION, check_fields
+from ea_core.files import FRACTION, check_fields
 
 #: Reasons the filter stage can give; the split stage adds its own (see `ea_data.curation`).
 FILTER_REASONS = ("text_area", "motion_low", "motion_high", "aesthetic_low")

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from ea_core.files import NON_NEGATIVE, POSITIVE, check_fields
 from ea_data.buckets import (
     DEFAULT_TOKEN_BUDGET,
     TOKEN_LENGTH_RESOLUTIONS,
@@ -55,7 +56,6 @@ from ea_data.buckets import (
     token_batch_size,
     token_length_frames,
 )
-from ea_vae.files import NON_NEGATIVE, POSITIVE, check_fields
 from ea_vae.media import decode_video_bytes, media_member, probe_image_bytes, probe_video_bytes, read_image
 from ea_vae.video_io import VideoReadError
 

@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ea_data.atomic import atomic_open
+from ea_core.atomic import atomic_open
 
 STATUSES = ("kept", "rejected", "error", "pending")
 
@@ -179,7 +179,7 @@ def _dumps(record: dict) -> str:
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> Path:
-    """Write records as jsonl atomically (see :mod:`ea_data.atomic`)."""
+    """Write records as jsonl atomically (see :mod:`ea_core.atomic`)."""
     with atomic_open(path, "w", encoding="utf-8") as f:
         for r in records:
             f.write(_dumps(r) + "\n")

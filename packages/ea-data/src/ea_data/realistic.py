@@ -43,7 +43,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .atomic import atomic_write_json
+from ea_core.atomic import atomic_write, atomic_write_json
+
 from .scoring.text import LINE_MARGIN
 
 #: Photographs from skimage.data used as scenes (grey ones are stacked to RGB).
@@ -450,32 +451,32 @@ def encode_h264(path: str | os.PathLike, frames: np.ndarray, fps: float, gop: in
     f, h, w, _ = frames.shape
     if h % 2 or w % 2:
         raise ValueError(f"H.264 (yuv420p) needs even width and height, got {w}x{h}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    keyframes = []
-    with av.open(str(tmp), mode="w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.gop_size = gop
-        params = f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0"
-        opts = {"preset": "veryfast", "x264-params": params}
-        if bitrate is not None:
-            stream.bit_rate = int(bitrate)
-        else:
-            opts["crf"] = str(crf)
-        stream.options = opts
-        for frame in frames:
-            vf = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")
-            for packet in stream.encode(vf):
+    keyframes: list[int] = []
+
+    def encode(tmp: Path) -> None:
+        with av.open(str(tmp), mode="w") as container:
+            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            stream.gop_size = gop
+            params = f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0"
+            opts = {"preset": "veryfast", "x264-params": params}
+            if bitrate is not None:
+                stream.bit_rate = int(bitrate)
+            else:
+                opts["crf"] = str(crf)
+            stream.options = opts
+            for frame in frames:
+                vf = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")
+                for packet in stream.encode(vf):
+                    container.mux(packet)
+            for packet in stream.encode():
                 container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    with av.open(str(tmp)) as container:
-        for i, packet in enumerate(p for p in container.demux(video=0) if p.size):
-            if packet.is_keyframe:
-                keyframes.append(i)
-    os.replace(tmp, path)
+        with av.open(str(tmp)) as container:
+            for i, packet in enumerate(p for p in container.demux(video=0) if p.size):
+                if packet.is_keyframe:
+                    keyframes.append(i)
+
+    atomic_write(path, encode)
     return keyframes
 
 

@@ -35,10 +35,10 @@ import cv2
 import numpy as np
 import webdataset as wds
 
-from ea_data.atomic import AtomicFile
+from ea_core.atomic import AtomicFile
+from ea_core.files import NON_NEGATIVE, POSITIVE, check_fields
 from ea_data.manifest import append_jsonl, read_jsonl, sort_key, write_jsonl
 from ea_data.progress import progress_bar
-from ea_vae.files import NON_NEGATIVE, POSITIVE, check_fields
 from ea_vae.video_io import VideoReadError, iter_frames, write_video
 
 

@@ -39,9 +39,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ea_core.atomic import atomic_open, atomic_write, atomic_write_json
 from ea_vae.video_io import write_video
 
-from .atomic import atomic_open, atomic_write_json
 from .scoring.text import LINE_MARGIN
 
 #: Colour range of backgrounds and shapes; the text (white) and its plate (black) use values outside it.
@@ -375,11 +375,12 @@ def make_image(path: str | os.PathLike, spec: SceneSpec, width: int = 128, heigh
     """Render the first frame of `spec` as a PNG; returns `{"path", "caption", "width", "height"}`."""
     frames, _ = render_scene(replace(spec, num_frames=1), width, height)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    if not cv2.imwrite(str(tmp), cv2.cvtColor(frames[0], cv2.COLOR_RGB2BGR)):
-        raise OSError(f"{path}: could not write PNG")
-    os.replace(tmp, path)
+
+    def write_png(tmp: Path) -> None:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(frames[0], cv2.COLOR_RGB2BGR)):
+            raise OSError(f"{path}: could not write PNG")
+
+    atomic_write(path, write_png)
     caption = caption_for(spec).replace("A video in which", "An image in which").replace(
         " The camera is static.", "")
     return {"path": str(path), "caption": caption, "width": width, "height": height}

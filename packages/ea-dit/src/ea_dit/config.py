@@ -12,8 +12,8 @@ import difflib
 import warnings
 from dataclasses import dataclass, field
 
+from ea_core.files import NON_NEGATIVE, POSITIVE, check_fields
 from ea_dit.diffusion import check_prediction_type
-from ea_dit.files import NON_NEGATIVE, POSITIVE, check_fields
 
 ATTENTION_BACKENDS = ("sdpa", "xformers", "triton")
 SELF_ATTENTION_TYPES = ("spatial", "full", "window")

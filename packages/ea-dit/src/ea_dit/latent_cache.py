@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from ea_core.atomic import atomic_directory
 
 META_NAME = "meta.json"
 TENSORS_NAME = "latents.safetensors"
@@ -80,14 +81,9 @@ def build_latent_cache(batches: Iterable[dict], encode_video: Callable, encode_t
             tensors[f"{key}.{i}"] = torch.cat(parts).contiguous()
     meta = {"captions": names, "groups": [list(k) for k in groups], "clips": n, "passes": passes,
             **(extra_meta or {})}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(tensors, tmp / TENSORS_NAME)
-    (tmp / META_NAME).write_text(json.dumps(meta, indent=1))
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+    with atomic_directory(path) as tmp:
+        save_file(tensors, tmp / TENSORS_NAME)
+        (tmp / META_NAME).write_text(json.dumps(meta, indent=1))
     return path
 
 

@@ -21,6 +21,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from ea_core.atomic import atomic_write
+
 # module-name suffixes of the DiT's attention and MLP projections (spatial, cross and MLP per block)
 DEFAULT_TARGETS = ("attn.qkv", "attn.proj", "cross_attn.q", "cross_attn.kv", "cross_attn.proj", "mlp.fc1",
                    "mlp.fc2")
@@ -87,13 +89,9 @@ def save_lora(model_or_state, path: str | os.PathLike, rank: int, alpha: float, 
     tensors = {k: v.detach().contiguous().cpu() for k, v in lora_state_dict(state).items()}
     if not tensors:
         raise ValueError("the model has no LoRA adapters to save")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(path.name + ".part")
-    save_file(tensors, part, metadata={"format": "pt", "lora_rank": str(rank), "lora_alpha": str(alpha),
-                                       "lora_targets": json.dumps(list(targets))})
-    os.replace(part, path)
-    return path
+    metadata = {"format": "pt", "lora_rank": str(rank), "lora_alpha": str(alpha),
+                "lora_targets": json.dumps(list(targets))}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def load_lora(model: nn.Module, path: str | os.PathLike, scale: float = 1.0) -> list[str]:

@@ -27,11 +27,11 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ea_dit.atomic import atomic_write, atomic_write_text
+from ea_core.atomic import atomic_write, atomic_write_text
+from ea_core.files import load_safetensors, read_json_object
 from ea_dit.blocks import VideoDiTBlock, modulate
 from ea_dit.config import VideoDiTConfig
 from ea_dit.embeddings import AdaLNSingle, CaptionProjection, PatchEmbed
-from ea_dit.files import load_safetensors, read_json_object
 from ea_dit.grid_reshape import TokenGrid
 from ea_dit.motion_module import MotionModule, temporal_position_table
 from ea_dit.pixart import config_from_pixart, convert_pixart_state_dict, load_diffusers_weights

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
+from ea_core.files import load_safetensors, read_json_object
 from ea_dit.config import VideoDiTConfig
-from ea_dit.files import load_safetensors, read_json_object
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 WEIGHTS_INDEX = "diffusion_pytorch_model.safetensors.index.json"

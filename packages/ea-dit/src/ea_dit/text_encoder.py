@@ -104,7 +104,7 @@ class T5TextEncoder(nn.Module):
             model = T5EncoderModel.from_pretrained(model_path, dtype=dtype, **hub_kwargs)
         except Exception as err:
             if local.is_dir():  # transformers' SafetensorError names no file: find and name it
-                from ea_dit.files import check_safetensors_folder
+                from ea_core.files import check_safetensors_folder
 
                 check_safetensors_folder(model_path)
             if not isinstance(err, OSError) or local.exists() or not hub_kwargs.get("local_files_only"):

@@ -30,8 +30,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .atomic import atomic_write
-from .files import WeightsFileError
+from ea_core.atomic import atomic_write
+from ea_core.devices import DTYPES, resolve_device
+from ea_core.files import WeightsFileError
+
 from .metrics import psnr, ssim
 from .model import SliceVAE
 from .video_io import VideoReadError, frames_to_tensor, read_video, tensor_to_frames, write_video
@@ -39,8 +41,6 @@ from .video_io import VideoReadError, frames_to_tensor, read_video, tensor_to_fr
 LATENTS_FORMAT = "ea-vae-latents/1"
 # Containers that take the H.264 stream `write_video` produces, plus animated GIF.
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".gif")
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-          "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 
 
 class CLIError(Exception):
@@ -166,15 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _device(name: str | None) -> torch.device:
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise CLIError(f"--device {name!r} is not a torch device") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CLIError(f"--device {name}: CUDA is not available on this machine")
-    return device
+        return resolve_device(name)
+    except ValueError as e:
+        raise CLIError(f"--device: {e}") from None
 
 
 def load_model(args: argparse.Namespace):

@@ -21,8 +21,9 @@ from typing import Any
 
 import torch
 
+from ea_core.files import load_safetensors, load_torch_weights, read_json_object
+
 from .config import SliceVAEConfig
-from .files import load_safetensors, load_torch_weights, read_json_object
 
 DIFFUSERS_CLASS = "AutoencoderKLMagvit"
 

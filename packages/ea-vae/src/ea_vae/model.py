@@ -38,14 +38,15 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from .atomic import atomic_write, atomic_write_text
+from ea_core.atomic import atomic_write, atomic_write_text
+from ea_core.files import load_safetensors, read_json_object
+
 from .blocks import BLOCKS, MidBlock3D
 from .causal_conv import CausalConv3d
 from .causal_conv_fast import conv_normed
 from .config import SliceVAEConfig
 from .convert import config_from_diffusers, is_diffusers_config, load_diffusers_state_dict
 from .distribution import DiagonalGaussian
-from .files import load_safetensors, read_json_object
 from .layout import pointwise_conv, to_frames
 from .stream import StreamCache, Workspace
 from .tiling import Tile, make_tiles

@@ -23,8 +23,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from .atomic import atomic_write
-from .files import load_state_dict
+from ea_core.atomic import atomic_write
+from ea_core.files import load_state_dict
 
 # VGG16 configuration "D": channels of each conv, "M" = 2x2 max pool.
 _VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)

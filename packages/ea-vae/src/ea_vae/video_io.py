@@ -8,6 +8,7 @@ Frames are numpy arrays `(F, H, W, 3)` uint8 RGB; model tensors are `(3, F, H, W
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -16,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .atomic import atomic_write
+from ea_core.atomic import atomic_write
 
 
 class VideoReadError(RuntimeError):
@@ -202,3 +203,20 @@ def tensor_to_frames(video: torch.Tensor):
         raise ValueError(f"expected a (3, F, H, W) video tensor, got shape {tuple(video.shape)}")
     x = ((video.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return x.permute(1, 2, 3, 0).cpu().numpy()
+
+
+def save_videos(videos: torch.Tensor, names, folder: str | os.PathLike, fps: float,
+                gif: bool = True) -> list[Path]:
+    """Write each `(3, F, H, W)` video of `videos` (B, 3, F, H, W) in [-1, 1] to `folder` as
+    `NN-<name>.mp4` (and `.gif` beside it when `gif`), the name made file-safe (a prompt works);
+    returns the mp4 paths. Every file is written atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (video, name) in enumerate(zip(videos, names, strict=True)):
+        stem = f"{i:02d}-" + (re.sub(r"[^a-zA-Z0-9]+", "_", str(name)).strip("_")[:48] or "video")
+        frames = tensor_to_frames(video)
+        paths.append(write_video(folder / f"{stem}.mp4", frames, fps))
+        if gif:
+            write_video(folder / f"{stem}.gif", frames, fps)
+    return paths

@@ -8,10 +8,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ea_core.files import NON_NEGATIVE, POSITIVE, check_fields
 from ea_data.filters import FilterConfig
 from ea_data.scenes import DEFAULT_DETECTOR, DETECTORS
 from ea_data.shards import ShardConfig
-from ea_vae.files import NON_NEGATIVE, POSITIVE, check_fields
 
 
 class InputError(ValueError):

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from ea_data.atomic import atomic_write_json
+from ea_core.atomic import atomic_write_json
 from ea_data.curation.config import PipelineConfig
 from ea_data.curation.executors import Executor, LocalExecutor, own_executor
 from ea_data.curation.layout import list_inputs, output_paths, part_of, part_sources

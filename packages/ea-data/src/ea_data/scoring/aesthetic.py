@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ea_vae.files import load_state_dict
+from ea_core.files import load_state_dict
 
 from .text import spread
 

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 import torch
 
-from ea_vae.files import load_state_dict
+from ea_core.files import load_state_dict
 
 DEFAULT_WORK_SIZE = 256
 

@@ -36,6 +36,8 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from ea_core.atomic import atomic_write_text
+
 STATE_NAME = "state.json"
 
 
@@ -156,9 +158,7 @@ def save_checkpoint(root: str | os.PathLike, step: int, modules: dict[str, nn.Mo
 
 
 def _write_state(folder: Path, state: dict) -> None:
-    part = folder / (STATE_NAME + ".part")
-    part.write_text(json.dumps(state, indent=1, default=str))
-    os.replace(part, folder / STATE_NAME)
+    atomic_write_text(folder / STATE_NAME, json.dumps(state, indent=1, default=str))
 
 
 def load_checkpoint(path: str | os.PathLike, modules: dict[str, nn.Module],
@@ -253,9 +253,4 @@ def check_run_config(out: str | os.PathLike, config: dict, may_change: set[str] 
 
 def write_run_config(out: str | os.PathLike, config: dict) -> Path:
     """Write `out/config.json` atomically (call after resume has decided)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    part = out / "config.json.part"
-    part.write_text(json.dumps(config, indent=1, default=str))
-    os.replace(part, out / "config.json")
-    return out / "config.json"
+    return atomic_write_text(Path(out) / "config.json", json.dumps(config, indent=1, default=str))

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..atomic import atomic_write_text
+from ea_core.atomic import atomic_write, atomic_write_text
 
 
 class MetricsLog:
@@ -95,9 +95,7 @@ def plot_metrics(jsonl: str | os.PathLike, png: str | os.PathLike, keys: Iterabl
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("step")
     fig.tight_layout()
-    png = Path(png)
-    tmp = png.with_name(f".{png.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, png)
-    return png
+    try:
+        return atomic_write(png, lambda tmp: fig.savefig(tmp, dpi=100))
+    finally:
+        plt.close(fig)

@@ -2,10 +2,10 @@
 file (or key) and the problem.
 
 `load_safetensors` and `load_torch_weights` turn a truncated, empty or foreign file into a
-``WeightsFileError`` that says which, instead of the raw ``SafetensorError`` / ``UnpicklingError``.
+``WeightsFileError`` that says which, instead of the raw ``SafetensorError`` / ``UnpicklingError``;
+`check_safetensors_folder` names the broken file of a folder that another library's loader choked on.
 `read_json_object` does the same for a JSON config. `check_fields` checks a config dataclass's values
-against its type annotations and given ranges. `ea_data` uses these too; `ea_dit` (which does not
-depend on ea-vae) has its own copy in ``ea_dit.files``.
+against its type annotations and given ranges.
 """
 
 from __future__ import annotations
@@ -14,13 +14,17 @@ import dataclasses
 import json
 import math
 import os
+import pickle
 import types
 import typing
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
 
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors refuses headers over 100 MB too
 
@@ -67,8 +71,6 @@ def safetensors_problem(path: str | os.PathLike) -> str:
 
 def load_safetensors(path: str | os.PathLike, device: str = "cpu") -> dict[str, torch.Tensor]:
     """`safetensors.torch.load_file`, but a missing, truncated or foreign file raises an error naming it."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: weights file does not exist")
@@ -80,9 +82,6 @@ def load_safetensors(path: str | os.PathLike, device: str = "cpu") -> dict[str, 
 
 def load_torch_weights(path: str | os.PathLike) -> Any:
     """`torch.load(weights_only=True)` (never runs pickled code) naming the file when it cannot be read."""
-    import pickle
-    import zipfile
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: weights file does not exist")
@@ -106,6 +105,17 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise WeightsFileError(f"{path}: expected a state dict (name -> tensor), got {type(state).__name__}")
     return state
+
+
+def check_safetensors_folder(folder: str | os.PathLike) -> None:
+    """Raise WeightsFileError naming the first `*.safetensors` file in `folder` that does not open
+    (for errors raised inside other libraries' loaders, which do not name the file)."""
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except Exception as e:
+            raise WeightsFileError(f"{path}: {safetensors_problem(path)} ({type(e).__name__}: {e})") from None
 
 
 def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
