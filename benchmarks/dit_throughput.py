@@ -49,6 +49,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _results import save_results  # noqa: E402
 
+from ea_core.devices import DTYPES
+
 PRESETS = {
     # hidden/depth/heads, latent size, frames, batch, caption tokens
     "cpu-small": dict(hidden=256, depth=4, heads=4, size=32, frames=4, batch=1, text_len=32, caption=256,
@@ -58,7 +60,6 @@ PRESETS = {
     "xl-49f": dict(hidden=1152, depth=28, heads=16, size=64, frames=49, batch=1, text_len=120, caption=4096,
                    dtype="bf16", ckpt=True),
 }
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # dense tensor-core peaks (TFLOP/s) for bf16/fp16 by device-name fragment
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "4090": 165.0}
 

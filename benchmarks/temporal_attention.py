@@ -24,6 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import save_results  # noqa: E402
 
+from ea_core.devices import DTYPES
+
 # (name, batch, latent frames, latent height, latent width, heads, head_dim); patch size 2 -> tokens
 # are latent/2 per side. hidden 1152 with the motion module's 8 heads gives head_dim 144.
 REAL_CONFIGS = [
@@ -176,8 +178,7 @@ def main(argv=None):
     configs = REAL_CONFIGS if (args.configs or ("real" if on_gpu else "tiny")) == "real" else TINY_CONFIGS
     if args.only:
         configs = [c for c in configs if args.only in c[0]]
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
-        args.dtype or ("bf16" if on_gpu else "fp32")]
+    dtype = DTYPES[args.dtype or ("bf16" if on_gpu else "fp32")]
     warmup = args.warmup if args.warmup is not None else (5 if on_gpu else 1)
     iters = args.iters if args.iters is not None else (20 if on_gpu else 3)
     xformers_reason = _xformers_usable(device)

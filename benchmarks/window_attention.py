@@ -31,11 +31,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ea_core.devices import DTYPES
+
 sys.path.insert(0, str(Path(__file__).parent))
 from _memory import reset_peak_rss, rss_bytes  # noqa: E402
 from _results import save_results  # noqa: E402
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def parse_args(argv=None) -> argparse.Namespace:

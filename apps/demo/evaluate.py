@@ -27,13 +27,14 @@ from ea_vae.scaling import fit_scaling_factor
 VAL_SEEDS = (100, 101)  # drawing seeds of the held-out validation clips (2 per triple)
 
 
-def held_out_clips(res: int, frames: int, stride: int = 1, seeds=VAL_SEEDS
+def held_out_clips(res: int, frames: int, stride: int = 1, seeds=VAL_SEEDS, triples_in=HELD_OUT
                    ) -> tuple[torch.Tensor, list[tuple[str, str, str]]]:
-    """Ground-truth clips of every HELD_OUT triple: `(N, 3, frames, res, res)` in [-1, 1] (every `stride`-th
-    frame of a scene, like the training clips) and their triples."""
+    """Ground-truth clips of every (colour, shape, direction) triple in `triples_in` (default: HELD_OUT), one
+    per seed: `(N, 3, frames, res, res)` in [-1, 1] (every `stride`-th frame of a scene, like the training
+    clips) and their triples."""
     clips, triples = [], []
     for seed in seeds:
-        for i, t in enumerate(HELD_OUT):
+        for i, t in enumerate(triples_in):
             hi = render_demo_clip(*t, num_frames=1 + (frames - 1) * stride, size=128, seed=seed * 1000 + i)[::stride]
             lo = np.stack([cv2.resize(f, (res, res), interpolation=cv2.INTER_AREA) for f in hi])
             clips.append(torch.from_numpy(lo).permute(3, 0, 1, 2).float() / 127.5 - 1)

@@ -26,8 +26,13 @@ import time
 from pathlib import Path
 
 from ea_core.devices import DTYPES, resolve_device
+from ea_data.progress import progress_bar
+from ea_dit import T5TextEncoder, VideoDiT
+from ea_dit.lora import load_lora
 from ea_dit.samplers import SAMPLERS
 from ea_dit.t2v import TextToVideoPipeline, read_run_folder
+from ea_vae import SliceVAE
+from ea_vae.video_io import tensor_to_frames, write_video
 
 
 def _number(kind, low: float, inclusive: bool, what: str):
@@ -116,9 +121,6 @@ def output_paths(out: Path, prompts: list[str], seed: int) -> list[tuple[Path, P
 
 
 def load_models(dit_path, vae_path, text_encoder_path, device, dtype):
-    from ea_dit import T5TextEncoder, VideoDiT
-    from ea_vae import SliceVAE
-
     dit = VideoDiT.from_pretrained(dit_path).to(device, dtype).eval()
     vae = SliceVAE.from_pretrained(vae_path).to(device, dtype).eval()
     text_encoder = T5TextEncoder.from_pretrained(text_encoder_path, device=device)
@@ -146,8 +148,6 @@ def main(argv=None) -> int:
               f"or --out", file=sys.stderr)
         return 2
 
-    from ea_data.progress import progress_bar
-    from ea_vae.video_io import tensor_to_frames, write_video
 
     device, dtype = resolve_device(a.device), DTYPES[a.dtype]
     try:
@@ -156,8 +156,6 @@ def main(argv=None) -> int:
         print(f"error: cannot load the models: {e}", file=sys.stderr)
         return 2
     if a.lora:
-        from ea_dit.lora import load_lora
-
         try:
             load_lora(dit, a.lora, a.lora_scale)
         except (OSError, ValueError) as e:

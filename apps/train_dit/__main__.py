@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import resource
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,17 +36,19 @@ import torch
 from ea_core.devices import DTYPES
 from ea_data.batches import endless_batches, video_loader
 from ea_data.progress import progress_bar
+from ea_dit import T5TextEncoder, VideoDiT, VideoDiTConfig
+from ea_dit.diffusion import GaussianDiffusion
+from ea_dit.latent_cache import META_NAME, LatentCache, build_latent_cache
 from ea_dit.lora import DEFAULT_TARGETS, add_lora, lora_parameters, merge_lora, save_lora
 from ea_dit.t2v import TextToVideoPipeline, pixel_multiple, scale_latents
 from ea_dit.training import (
-    CheckpointError,
     MetricsLog,
     plot_metrics,
     resume,
     save_checkpoint,
     write_run_config,
 )
-from ea_dit.training.cli import parse_config, start_run
+from ea_dit.training.cli import parse_config, run_trainer, start_run
 from ea_dit.training.distributed import (
     all_gather_objects,
     all_reduce_mean,
@@ -55,7 +56,6 @@ from ea_dit.training.distributed import (
     barrier,
     batch_offset,
     clip_grad_norm,
-    close_distributed,
     full_state_dict,
     gradient_sync,
     randn_per_sample,
@@ -64,6 +64,7 @@ from ea_dit.training.distributed import (
 )
 from ea_dit.training.optim import adamw, lr_factor, set_lr
 from ea_dit.training.stages import STAGES, adapt_latent_channels, trainable_parameters
+from ea_dit.training.validation import fixed_validation_loss
 from ea_vae import SliceVAE
 from ea_vae.video_io import save_videos
 
@@ -187,8 +188,6 @@ def segment_at(schedule: list[tuple[int, int]], step: int) -> int:
 
 
 def build_dit(cfg: TrainDiTConfig, latent_channels: int, caption_channels: int, sample_size: int):
-    from ea_dit import VideoDiT, VideoDiTConfig
-
     if cfg.dit:
         dit = adapt_latent_channels(VideoDiT.from_pretrained(cfg.dit), latent_channels)
     else:
@@ -204,9 +203,6 @@ def build_dit(cfg: TrainDiTConfig, latent_channels: int, caption_channels: int, 
 
 
 def train(cfg: TrainDiTConfig) -> Path:
-
-    from ea_dit import T5TextEncoder, VideoDiT
-    from ea_dit.diffusion import GaussianDiffusion
 
     ctx, out = start_run(cfg, MAY_CHANGE)
     device, main = ctx.device, ctx.is_main
@@ -256,8 +252,6 @@ def train(cfg: TrainDiTConfig) -> Path:
             raise ValueError("--latent-cache stores one resolution: it cannot be combined with --resolution-schedule")
         cache = open_latent_cache(cfg, vae, text_encoder, make_loader(0), main)
     if cfg.val_cache:
-        from ea_dit.latent_cache import LatentCache
-
         val = LatentCache(cfg.val_cache)
 
     ckpt_dir = out / "checkpoints"
@@ -386,8 +380,6 @@ def train(cfg: TrainDiTConfig) -> Path:
 
 def open_latent_cache(cfg: TrainDiTConfig, vae, text_encoder, loader, main: bool):
     """The --latent-cache folder, built from `loader` (cfg.cache_passes epochs) by rank 0 when missing."""
-    from ea_dit.latent_cache import META_NAME, LatentCache, build_latent_cache
-
     path = Path(cfg.latent_cache)
     if not (path / META_NAME).exists() and main:
         print(f"train_dit: building the latent cache {path} ({cfg.cache_passes} pass(es) over {cfg.data})")
@@ -407,8 +399,6 @@ def open_latent_cache(cfg: TrainDiTConfig, vae, text_encoder, loader, main: bool
 
 def validation(model, diffusion, val) -> dict[str, float]:
     """Validation loss of `model` on every clip of the latent cache `val` (posterior means, fixed noise)."""
-    from ea_dit.training.validation import fixed_validation_loss
-
     latents = torch.cat([g["mean"] for g in val.groups]) if len(val.groups) == 1 else None
     if latents is None:
         raise ValueError("--val-cache must hold clips of one shape")
@@ -426,7 +416,6 @@ def export_dit(model, path: Path, main: bool, lora: dict | None = None, lora_pat
 
     With LoRA adapters, the adapters alone go to `lora_path` and the folder holds the merged model.
     """
-    from ea_dit import VideoDiT
 
     state = full_state_dict(model)  # collective; complete on rank 0
     if main:
@@ -451,19 +440,8 @@ def peak_memory_gib(device: torch.device) -> float:
 
 def main(argv=None) -> int:
     cfg = parse_args(argv)
-    for name in ("vae", "data"):
-        if not Path(getattr(cfg, name)).exists():
-            print(f"error: --{name} {getattr(cfg, name)} does not exist (run `uv run apps/demo` to build "
-                  f"the demo data and models)", file=sys.stderr)
-            return 2
-    try:
-        train(cfg)
-    except (ValueError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        close_distributed()
-    return 0
+    return run_trainer(train, cfg, {"--vae": cfg.vae, "--data": cfg.data},
+                       " (run `uv run apps/demo` to build the demo data and models)")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,13 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from ea_core.devices import DTYPES, resolve_device
+from ea_data.scoring.rewards import load_reward
+from ea_dit import T5TextEncoder, VideoDiT
+from ea_dit.diffusion import classifier_free_guidance, noise_predictor
+from ea_dit.lora import DEFAULT_TARGETS, add_lora, lora_parameters, save_lora
+from ea_dit.reward_backprop import choose_grad_steps, reward_loss, sample_ddim_with_grad
+from ea_dit.t2v import TextToVideoPipeline, decode_latents
+from ea_vae import SliceVAE
 
 TRAINABLE = ("lora", "all", "attention", "cross_attention", "motion")
 
@@ -66,8 +73,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 def trainable_parameters(dit: torch.nn.Module, which: str, lora_rank: int = 128) -> list[torch.nn.Parameter]:
     """The parameters `--train` names (adding LoRA adapters for "lora"); all others are frozen."""
     if which == "lora":
-        from ea_dit.lora import add_lora, lora_parameters
-
         add_lora(dit, rank=lora_rank)
         params = lora_parameters(dit)
     elif which == "all":
@@ -87,13 +92,6 @@ def trainable_parameters(dit: torch.nn.Module, which: str, lora_rank: int = 128)
 
 def main(argv=None) -> int:
     a = parse_args(argv)
-    from ea_data.scoring.rewards import load_reward
-    from ea_dit import T5TextEncoder, VideoDiT
-    from ea_dit.diffusion import classifier_free_guidance, noise_predictor
-    from ea_dit.reward_backprop import choose_grad_steps, reward_loss, sample_ddim_with_grad
-    from ea_dit.t2v import TextToVideoPipeline, decode_latents
-    from ea_vae import SliceVAE
-
     for flag, path in (("--dit", a.dit), ("--vae", a.vae), ("--text-encoder", a.text_encoder),
                        ("--reward", a.reward)):
         if not Path(path).exists():
@@ -158,8 +156,6 @@ def main(argv=None) -> int:
                 print(f"iter {it}: reward {row['reward']:.4f} loss {row['loss']:.4f}", flush=True)
     dit.eval()
     if a.train == "lora":
-        from ea_dit.lora import DEFAULT_TARGETS, save_lora
-
         path = save_lora(dit, out / "lora.safetensors", rank=a.lora_rank, alpha=float(a.lora_rank),
                          targets=DEFAULT_TARGETS)
     else:

@@ -17,34 +17,36 @@ reconstructions (input | output side by side, mp4 + gif) and their PSNR/SSIM in 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from ea_core.atomic import atomic_write_json
 from ea_data.batches import endless_batches, video_loader
 from ea_data.progress import progress_bar
 from ea_dit.training import (
-    CheckpointError,
     MetricsLog,
     plot_metrics,
     resume,
     save_checkpoint,
     write_run_config,
 )
-from ea_dit.training.cli import parse_config, start_run
+from ea_dit.training.cli import parse_config, run_trainer, start_run
 from ea_dit.training.distributed import (
     all_gather_objects,
     all_reduce_gradients,
     all_reduce_mean,
     barrier,
     batch_offset,
-    close_distributed,
     randn_per_sample,
     sample_generators,
 )
+from ea_vae import SliceVAE, SliceVAEConfig
+from ea_vae.losses import VAELoss, VAELossConfig, last_decoder_weight, object_weights
+from ea_vae.metrics import psnr, ssim
+from ea_vae.video_io import tensor_to_frames, write_video
 
 MAY_CHANGE = frozenset({"steps", "time_limit", "log_every", "save_every", "device", "num_workers", "tensorboard", "parallel",
                         "batch_size"})
@@ -100,10 +102,6 @@ def parse_args(argv=None) -> TrainVAEConfig:
 
 
 def train(cfg: TrainVAEConfig) -> Path:
-
-    from ea_vae import SliceVAE, SliceVAEConfig
-    from ea_vae.losses import VAELoss, VAELossConfig, last_decoder_weight, object_weights
-    from ea_vae.metrics import psnr, ssim
 
     ctx, out = start_run(cfg, MAY_CHANGE)
     device, main = ctx.device, ctx.is_main
@@ -214,8 +212,6 @@ def train(cfg: TrainVAEConfig) -> Path:
 @torch.no_grad()
 def reconstruct_samples(vae, x: torch.Tensor, out: Path, psnr, ssim) -> dict:
     """Write input | reconstruction side by side (mp4 + gif) and return PSNR / SSIM of the batch."""
-    from ea_vae.video_io import tensor_to_frames, write_video
-
     vae.enable_slicing()
     x_hat = vae.decode(vae.encode(x).mode()).clamp(-1, 1)
     out.mkdir(parents=True, exist_ok=True)
@@ -224,24 +220,13 @@ def reconstruct_samples(vae, x: torch.Tensor, out: Path, psnr, ssim) -> dict:
         write_video(out / f"recon_{i}.mp4", frames, fps=8)
         write_video(out / f"recon_{i}.gif", frames, fps=8)
     report = {"psnr": round(psnr(x_hat, x).mean().item(), 3), "ssim": round(ssim(x_hat, x).mean().item(), 4)}
-    (out / "metrics.json").write_text(json.dumps(report))
+    atomic_write_json(out / "metrics.json", report)
     return report
 
 
 def main(argv=None) -> int:
     cfg = parse_args(argv)
-    if not Path(cfg.data).exists():
-        print(f"error: --data {cfg.data} does not exist (run `uv run apps/demo` to build the demo shards)",
-              file=sys.stderr)
-        return 2
-    try:
-        train(cfg)
-    except (ValueError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        close_distributed()
-    return 0
+    return run_trainer(train, cfg, {"--data": cfg.data}, " (run `uv run apps/demo` to build the demo shards)")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ea_core.files import check_safetensors_folder
+
 PIXART_MAX_LENGTH = 120
 
 
@@ -104,7 +106,6 @@ class T5TextEncoder(nn.Module):
             model = T5EncoderModel.from_pretrained(model_path, dtype=dtype, **hub_kwargs)
         except Exception as err:
             if local.is_dir():  # transformers' SafetensorError names no file: find and name it
-                from ea_core.files import check_safetensors_folder
 
                 check_safetensors_folder(model_path)
             if not isinstance(err, OSError) or local.exists() or not hub_kwargs.get("local_files_only"):

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 import torch
 
-from ea_dit.training.checkpoint import check_run_config
-from ea_dit.training.distributed import DistContext, init_distributed
+from ea_dit.training.checkpoint import CheckpointError, check_run_config
+from ea_dit.training.distributed import DistContext, close_distributed, init_distributed
 
-__all__ = ["parse_config", "start_run"]
+__all__ = ["parse_config", "run_trainer", "start_run"]
 
 
 def parse_config(cls, argv, prog: str, doc: str, helps: dict[str, str] | None = None,
@@ -48,3 +49,22 @@ def start_run(cfg, may_change: frozenset[str] | set[str]) -> tuple[DistContext, 
     out = Path(cfg.out)
     check_run_config(out, dataclasses.asdict(cfg), may_change)
     return ctx, out
+
+
+def run_trainer(train, cfg, must_exist: dict[str, str], hint: str = "") -> int:
+    """A trainer's `main`: check that each `--flag` path in `must_exist` (flag -> path) exists, run
+    `train(cfg)`, and turn a configuration or checkpoint problem into `error: ...` on stderr and exit
+    status 2 (not a traceback); the process group is closed however training ends. Returns the exit status.
+    """
+    for flag, path in must_exist.items():
+        if not Path(path).exists():
+            print(f"error: {flag} {path} does not exist{hint}", file=sys.stderr)
+            return 2
+    try:
+        train(cfg)
+    except (ValueError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        close_distributed()
+    return 0
