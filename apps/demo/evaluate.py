@@ -85,11 +85,12 @@ def encode_held_out(vae_path: Path, text_encoder_path: Path, val_cache: Path, as
 
 @torch.no_grad()
 def evaluate_run(out: Path, seeds=(0, 1), device: str = "auto", sampler: str = "ddim", steps: int = 25,
-                 guidance_scale: float = 4.0, save: bool = False) -> dict:
-    """Generate every HELD_OUT prompt once per seed from the run folder's models and score the clips."""
+                 guidance_scale: float = 4.0, save: bool = False, dit: Path | None = None) -> dict:
+    """Generate every HELD_OUT prompt once per seed from the run folder's models and score the clips.
+    `dit` replaces the run's DiT (e.g. one post-trained with reward backpropagation)."""
     run = json.loads((out / "run.json").read_text())
     dev = resolve_device(device)
-    dit = VideoDiT.from_pretrained(out / run["dit"]).to(dev).eval()
+    dit = VideoDiT.from_pretrained(dit if dit is not None else out / run["dit"]).to(dev).eval()
     vae = SliceVAE.from_pretrained(out / run["vae"]).to(dev).eval()
     text_encoder = T5TextEncoder.from_pretrained(out / run["text_encoder"], device=dev)
     pipe = TextToVideoPipeline(dit, vae, text_encoder)

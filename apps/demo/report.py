@@ -185,6 +185,23 @@ training, {len(h['seeds'])} seeds each.</p>"""]
                                     "DiT training minutes", "held-out match rate", "Match rate vs training time",
                                     hlines=[(0.9, "colour target"), (0.7, "direction target"), (0.25, "chance")]),
                               "match vs time"))
+    rb = summary.get("reward_backprop")
+    if rb:
+        before, after = rb.get("before") or {}, rb.get("after") or {}
+        parts.append("<h2>Reward backpropagation</h2>"
+                     f"<p>Reward: {html.escape(rb['reward'])}. Prompts: {html.escape(rb['prompts'])}. "
+                     f"{rb['iterations']} iterations (<code>apps/train_reward</code>). Held-out match rates "
+                     "(same prompts, seeds and sampler):</p><table><tr><th></th><th>colour</th><th>direction</th>"
+                     "<th>both</th></tr>")
+        for name, r in (("DiT only", before), ("after reward backpropagation", after)):
+            if r:
+                parts.append(f"<tr><td>{name}</td><td>{r['color']:.1%}</td><td>{r['direction']:.1%}</td>"
+                             f"<td>{r['both']:.1%}</td></tr>")
+        parts.append("</table>")
+        if rb["reward_curve"]:
+            its = list(range(len(rb["reward_curve"])))
+            parts.append(_img_tag(_plot([("mean reward of the batch", its, rb["reward_curve"])], "iteration",
+                                        "reward", "World reward during reward backpropagation"), "reward curve"))
     vae_rows = _rows(out / "vae" / "metrics.jsonl")
     ps = [(r["step"], r["psnr"]) for r in vae_rows if "psnr" in r]
     if ps:

@@ -47,7 +47,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--vae", required=True, help="SliceVAE folder")
     p.add_argument("--text-encoder", required=True, help="T5 text encoder folder")
     p.add_argument("--reward", required=True, help="reward folder holding reward.json")
-    p.add_argument("--prompt", nargs="+", required=True, help="training prompts (one video each per iteration)")
+    p.add_argument("--prompt", nargs="+", default=[], help="training prompts")
+    p.add_argument("--prompts-file", default=None, help="a text file of training prompts, one per line (added to "
+                                                          "--prompt)")
+    p.add_argument("--batch-prompts", type=int, default=0,
+                   help="prompts drawn (without replacement) per iteration, one video each (default 0: every "
+                        "prompt every iteration)")
     p.add_argument("--out", required=True, help="output folder (dit/, metrics.jsonl)")
     p.add_argument("--frames", type=int, default=9)
     p.add_argument("--height", type=int, default=None, help="pixels (default: the DiT's training size)")
@@ -56,14 +61,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--guidance-scale", type=float, default=4.5)
     p.add_argument("--grad-steps", choices=("last", "last_k", "random"), default="last")
     p.add_argument("--grad-k", type=int, default=1, help="steps with gradients for last_k / random")
-    p.add_argument("--scored-latents", type=int, default=1, help="latents decoded and scored (1 = first frame)")
+    p.add_argument("--scored-latents", type=int, default=1,
+                   help="latents decoded and scored (1 = first frame); a reward that scores clips "
+                        "(scores_video, e.g. the demo world's) needs at least 2 frames")
     p.add_argument("--train", choices=TRAINABLE, default="lora",
                    help="parameters that learn: LoRA adapters on the attention/MLP projections (saved alone), "
                         "all, self/cross attention projections, cross-attention only, or motion modules")
     p.add_argument("--lora-rank", type=int, default=128, help="LoRA rank (the reference uses 128)")
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--loss-scale", type=float, default=None, help="default: 10 / max_reward")
-    p.add_argument("--iters", type=int, default=100)
+    p.add_argument("--iters", type=int, default=100, help="iterations (default 100)")
+    p.add_argument("--time-limit", type=float, default=None,
+                   help="seconds: stop after the iteration that passes it (and save), even before --iters")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
@@ -97,6 +106,20 @@ def main(argv=None) -> int:
         if not Path(path).exists():
             print(f"error: {flag}: {path} does not exist", file=sys.stderr)
             return 2
+    prompts_all = list(a.prompt)
+    if a.prompts_file:
+        try:
+            prompts_all += [line.strip() for line in Path(a.prompts_file).read_text().splitlines() if line.strip()]
+        except OSError as e:
+            print(f"error: --prompts-file: {e}", file=sys.stderr)
+            return 2
+    if not prompts_all:
+        print("error: no training prompts: give --prompt or --prompts-file", file=sys.stderr)
+        return 2
+    if not 0 <= a.batch_prompts:
+        print(f"error: --batch-prompts {a.batch_prompts}: must be >= 0", file=sys.stderr)
+        return 2
+    per_iter = a.batch_prompts or len(prompts_all)
     device, dtype = resolve_device(a.device), DTYPES[a.dtype]
     torch.manual_seed(a.seed)
     dit = VideoDiT.from_pretrained(a.dit).to(device, dtype)
@@ -117,34 +140,49 @@ def main(argv=None) -> int:
     scale = a.loss_scale if a.loss_scale is not None else 10.0 / reward.max_reward
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0)
     with torch.no_grad():
-        embeds, mask = pipe.text_encoder(a.prompt)
-        null_embeds, null_mask = pipe.text_encoder([""] * len(a.prompt))
-    cond = {"text_embeds": embeds.to(device, dtype), "text_mask": mask.to(device)}
-    uncond = {"text_embeds": null_embeds.to(device, dtype), "text_mask": null_mask.to(device)}
-    guided = classifier_free_guidance(noise_predictor(dit, pipe.diffusion, dit.config.prediction_type),
-                                    a.guidance_scale, cond, uncond)
-
-    def model_fn(x, t):
-        return guided(x.to(dtype), t).float()
+        embeds, mask = pipe.text_encoder(prompts_all)
+        null_embeds, null_mask = pipe.text_encoder([""])
+    embeds, mask = embeds.to(device, dtype), mask.to(device)
+    null_embeds, null_mask = null_embeds.to(device, dtype), null_mask.to(device)
+    predict = noise_predictor(dit, pipe.diffusion, dit.config.prediction_type)
+    scores_video = getattr(reward, "scores_video", False)
 
     def decode_and_score(latent_slice, prompts):
         video = decode_latents(vae, latent_slice)[:, :, :n_frames]  # (B, 3, n, H, W)
-        return reward(video.transpose(1, 2).flatten(0, 1), prompts)  # frames (B*n, 3, H, W) -> (B*n,)
+        if scores_video:
+            return reward(video, prompts)  # clips (B, 3, n, H, W) -> (B,)
+        frame_prompts = [p for p in prompts for _ in range(n_frames)]
+        return reward(video.transpose(1, 2).flatten(0, 1), frame_prompts)  # frames (B*n, 3, H, W) -> (B*n,)
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(a.seed)
     n_frames = 1 + vae.config.temporal_compression * (a.scored_latents - 1)
-    print(f"training {sum(p.numel() for p in params):,} parameters ({a.train}); reward max {reward.max_reward}")
+    print(f"training {sum(p.numel() for p in params):,} parameters ({a.train}) on {len(prompts_all)} prompts, "
+          f"{per_iter} per iteration; reward max {reward.max_reward}")
+    started = time.perf_counter()
     with open(out / "metrics.jsonl", "a") as log:
         for it in range(a.iters):
+            if a.time_limit is not None and time.perf_counter() - started > a.time_limit:
+                print(f"--time-limit {a.time_limit:g} s reached after {it} iterations", flush=True)
+                break
             t0 = time.perf_counter()
-            x = torch.randn(len(a.prompt), *shape, generator=torch.Generator().manual_seed(a.seed * 100003 + it))
+            pick = list(range(len(prompts_all))) if per_iter >= len(prompts_all) else \
+                sorted(rng.sample(range(len(prompts_all)), per_iter))
+            n = len(pick)
+            cond = {"text_embeds": embeds[pick], "text_mask": mask[pick]}
+            uncond = {"text_embeds": null_embeds.expand(n, -1, -1), "text_mask": null_mask.expand(n, -1)}
+            guided = classifier_free_guidance(predict, a.guidance_scale, cond, uncond)
+
+            def model_fn(x, t, guided=guided):
+                return guided(x.to(dtype), t).float()
+
+            x = torch.randn(n, *shape, generator=torch.Generator().manual_seed(a.seed * 100003 + it))
             latents = sample_ddim_with_grad(model_fn, x.to(device), pipe.diffusion, a.steps,
                                             grad_steps=choose_grad_steps(a.steps, a.grad_steps, a.grad_k, rng))
-            prompts = [p for p in a.prompt for _ in range(n_frames)]
             # decode and score are checkpointed too: their activations are recomputed in the backward
-            r = checkpoint(decode_and_score, latents[:, :, :a.scored_latents], prompts, use_reentrant=False)
+            r = checkpoint(decode_and_score, latents[:, :, :a.scored_latents], [prompts_all[k] for k in pick],
+                           use_reentrant=False)
             loss = reward_loss(r, reward.max_reward, scale)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -491,6 +491,22 @@ def demo_caption(color: str, shape: str, direction: str) -> str:
     return f"a {color} {shape} moves {direction}"
 
 
+def parse_demo_caption(text: str) -> tuple[str, str, str]:
+    """The inverse of `demo_caption`: 'a red circle moves left' -> ('red', 'circle', 'left').
+
+    Also reads a demo scene caption that says more after it ('... moves left under the text "..."'), in
+    any letter case ('A red circle moves left.', as captioning writes it). Raises ValueError naming the
+    text when it does not start with a demo caption.
+    """
+    words = text.strip().lower().replace(".", " ").split()
+    if len(words) >= 5 and words[0] in ("a", "an") and words[3] == "moves":
+        color, shape, direction = words[1], words[2], words[4]
+        if color in COLOR_NAMES and shape in SHAPES and direction in DIRECTIONS:
+            return color, shape, direction
+    raise ValueError(f"{text!r} is not a demo caption ('a <colour> <shape> moves <direction>', "
+                     f"colours {list(COLOR_NAMES)}, shapes {list(SHAPES)}, directions {list(DIRECTIONS)})")
+
+
 def _held_out() -> list[tuple[str, str, str]]:
     """Two triples per colour, four per direction, every shape four times: 16 combinations."""
     triples = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ea_core.files import NON_NEGATIVE, POSITIVE, check_fields
 from ea_dit.diffusion import check_prediction_type
@@ -70,7 +70,6 @@ class VideoDiTConfig:
     # --- U-ViT long skips and training switches
     long_skip: bool = True
     gradient_checkpointing: bool = False
-    _extra: dict = field(default_factory=dict, repr=False)  # unknown keys read from a config.json
 
     def __post_init__(self) -> None:
         check_fields(self, {**dict.fromkeys(_POSITIVE_FIELDS, POSITIVE), "motion_module_positions": NON_NEGATIVE,
@@ -138,7 +137,7 @@ class VideoDiTConfig:
         return self.motion_module_positions is None or block_index in self.motion_module_positions
 
     def to_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "_extra"}
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         if d["motion_module_positions"] is not None:
             d["motion_module_positions"] = list(d["motion_module_positions"])
         if not isinstance(d["self_attention"], str):
@@ -147,7 +146,7 @@ class VideoDiTConfig:
 
     @classmethod
     def field_names(cls) -> set[str]:
-        return {f.name for f in dataclasses.fields(cls)} - {"_extra"}
+        return {f.name for f in dataclasses.fields(cls)}
 
     @classmethod
     def check_keys(cls, keys, what: str = "setting") -> None:
@@ -162,7 +161,7 @@ class VideoDiTConfig:
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> VideoDiTConfig:
         """Build from a dict (e.g. config.json, named by `source` in messages). Keys that are not fields
-        are kept in `_extra` with a warning naming them (a newer or foreign file may carry more keys)."""
+        are ignored with a warning naming them (a newer or foreign file may carry more keys)."""
         if not isinstance(d, dict):
             raise ValueError(f"{source}: expected a JSON object (key: value), got a {type(d).__name__}")
         names = cls.field_names()
@@ -175,7 +174,7 @@ class VideoDiTConfig:
                 hints.append(f"{k!r} (did you mean {close[0]!r}?)" if close else repr(k))
             warnings.warn(f"{source}: ignoring keys VideoDiTConfig does not know: {', '.join(hints)}",
                           stacklevel=2)
-        return cls(**known, _extra=extra)
+        return cls(**known)
 
     @classmethod
     def tiny(cls, **overrides) -> VideoDiTConfig:

@@ -5,13 +5,16 @@ The interface is small: a reward is a callable (usually an `nn.Module`)
     reward(frames, prompts) -> (N,) float scores      frames: (N, 3, H, W) in [-1, 1], prompts: N strings
 
 with an attribute `max_reward` (the loss of reward backpropagation is `|max_reward - reward|`).
-Prompt-free rewards ignore `prompts`. Built in:
+Prompt-free rewards ignore `prompts`. A reward that scores whole clips says so with `scores_video = True`
+and takes `videos (B, 3, F, H, W)` and B prompts instead. Built in:
 
 - :class:`AestheticReward` - open_clip image tower + the improved-aesthetic-predictor MLP head of the
   data filter (:class:`ea_data.scoring.aesthetic.AestheticHead`), scores ~1..10, max 10.
 - :class:`ClipPreferenceReward` - `scale * cos(image embedding, text embedding)` of an open_clip model:
   HPS v2 style (a CLIP fine-tuned on human preference pairs; scale 1, max 1) and PickScore style (scale
   = the model's learned logit scale, ~100; max = scale).
+- :class:`ea_data.scoring.world_reward.WorldReward` (kind "demo_world") - a small video classifier of the
+  demo world's colour and direction, trained on its clips; scores clips, max 1.
 
 :func:`load_reward` builds one from a folder holding `reward.json`, e.g.
 
@@ -37,6 +40,7 @@ from torch import nn
 
 from .aesthetic import AestheticHead
 from .motion import load_state_dict
+from .world_reward import load_world_reward
 
 REWARD_CONFIG = "reward.json"
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -170,7 +174,8 @@ def _preference(scale: float | None):
     return load
 
 
-_LOADERS: dict[str, Callable] = {"aesthetic": _aesthetic, "hpsv2": _preference(1.0), "pickscore": _preference(None)}
+_LOADERS: dict[str, Callable] = {"aesthetic": _aesthetic, "hpsv2": _preference(1.0), "pickscore": _preference(None),
+                                 "demo_world": load_world_reward}
 
 
 def register_reward(kind: str, loader: Callable) -> None:
