@@ -28,7 +28,8 @@ class FilterConfig:
 
     `max_text_area` is a fraction of the frame (0.01 = 1 %), a clip is rejected when its text area is
     strictly greater. `min_motion` / `max_motion` are in the motion scorer's unit: mean optical-flow
-    magnitude in pixels per second at the scorer's working resolution (see `ea_data.scoring`).
+    magnitude (camera shake removed) in pixels per sampled-frame step at the scorer's working resolution,
+    shorter side 256 by default (see `ea_data.scoring.motion`).
     `min_aesthetic` is on the aesthetic predictor's 1..10 scale.
     """
 
