@@ -43,6 +43,7 @@ from ea_dit.training.distributed import (
     randn_per_sample,
     sample_generators,
 )
+from ea_dit.training.optim import lr_factor, set_lr
 from ea_vae import SliceVAE, SliceVAEConfig
 from ea_vae.losses import VAELoss, VAELossConfig, last_decoder_weight, object_weights
 from ea_vae.metrics import psnr, ssim
@@ -68,6 +69,8 @@ class TrainVAEConfig:
     size: int = 64
     image_video_ratio: float = 0.25  # image batches per video batch
     lr: float = 1e-4
+    lr_schedule: str = "constant"  # constant | cosine (after warm-up, to 0 at --steps)
+    warmup_steps: int = 0
     kl_weight: float = 1e-6
     disc_start: int = 50001
     perceptual_weights: str | None = None  # LPIPS weight file(s), comma separated
@@ -95,10 +98,13 @@ def parse_args(argv=None) -> TrainVAEConfig:
     helps["parallel"] = "ddp only: the VAE fits on one device (FSDP is for the DiT)"
     helps["object_weight"] = ("reconstruction weight 1 + W on pixels whose colour differs from their frame's median "
                               "(small objects over a background, ea_vae.losses.object_weights); 0: off")
+    helps["lr_schedule"] = ("constant, or cosine decay to 0 at --steps after --warmup-steps (both optimisers); "
+                            "with --time-limit the decay follows --steps, wherever the time limit stops")
     helps["time_limit"] = "stop after this many seconds of training (checkpoint and final/ as at --steps); 0: none"
     return parse_config(TrainVAEConfig, argv, "uv run apps/train_vae", __doc__, helps,
                         {"model": ("tiny", "base"), "stage": ("full", "decoder"), "clip_start": ("random", "centre"),
-                         "slicing": ("none", "streaming", "shared"), "parallel": ("ddp",)})
+                         "slicing": ("none", "streaming", "shared"), "parallel": ("ddp",),
+                         "lr_schedule": ("constant", "cosine")})
 
 
 def train(cfg: TrainVAEConfig) -> Path:
@@ -157,6 +163,9 @@ def train(cfg: TrainVAEConfig) -> Path:
     for batch in endless_batches(loader) if step < cfg.steps else ():
         started = started or time.perf_counter()
         x = batch["pixel_values"].to(device)
+        lr = cfg.lr * lr_factor(step, cfg.warmup_steps, cfg.steps, cfg.lr_schedule)
+        set_lr(opt_g, lr)
+        set_lr(opt_d, lr)
         gens = sample_generators(cfg.seed, step, batch_offset(x.shape[0], device)[0], x.shape[0])
         posterior = vae.encode(x)
         z = posterior.mean + posterior.std * randn_per_sample(posterior.mean.shape[1:], gens, device)
@@ -187,7 +196,7 @@ def train(cfg: TrainVAEConfig) -> Path:
                 logs["psnr"] = psnr(x_hat.clamp(-1, 1), x).mean()
             scalars = {k: v.detach().float().reshape(()) for k, v in logs.items() if v.numel() == 1}
             mean = all_reduce_mean(torch.stack(list(scalars.values())))
-            log.write(step, **dict(zip(scalars, mean.tolist())))
+            log.write(step, lr=lr, **dict(zip(scalars, mean.tolist())))
             bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{scalars['psnr'].item():.2f}", refresh=False)
         if step % cfg.save_every == 0 or last:
             save_checkpoint(ckpt_dir, step, modules, optimizers,

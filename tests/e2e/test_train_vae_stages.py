@@ -44,3 +44,22 @@ def test_train_vae_decoder_stage_with_slicing(tmp_path, tiny_shards, tiny_models
     assert changed and all(not k.startswith(("encoder.", "quant_conv.")) for k in changed), sorted(
         k for k in changed if k.startswith(("encoder.", "quant_conv.")))
     assert any(k.startswith("decoder.") for k in changed)
+
+
+@pytest.mark.slow
+def test_train_vae_cosine_schedule_follows_the_closed_form(tmp_path, tiny_shards, tiny_models):
+    """--lr-schedule cosine --warmup-steps 1: linear warm-up, then half a cosine to 0 at --steps (logged lr)."""
+    import json
+    import math
+
+    app = load_app("train_vae")
+    cfg = app.parse_args(["--data", str(tiny_shards), "--vae", str(tiny_models["vae"]), "--out", str(tmp_path / "run"),
+                          "--steps", "4", "--size", "32", "--frames", "5", "--no-tensorboard", "--lr", "1e-3",
+                          "--lr-schedule", "cosine", "--warmup-steps", "1", "--log-every", "1"])
+    app.train(cfg)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    # the lr of the update that ends at logged step s is the schedule at step s - 1 (0-based)
+    expected = [1e-3] + [1e-3 * 0.5 * (1 + math.cos(math.pi * (s - 2) / 3)) for s in (2, 3, 4)]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    for r, e in zip(rows, expected):
+        assert math.isclose(r["lr"], e, rel_tol=1e-9, abs_tol=1e-15), (r["lr"], e)
