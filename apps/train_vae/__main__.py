@@ -8,14 +8,17 @@ stage) and `--slicing shared` trains through the sliced, feature-sharing decoder
 them it is switched off rather than run with random weights. Checkpoints (VAE, discriminators,
 optimizers, data position, RNG) go to `<out>/checkpoints/` (torch.distributed.checkpoint) and a rerun
 with the same --out resumes from the newest complete one. Under `torchrun --nproc-per-node N` each
-process trains on its own shards and gradients are averaged over the processes (data parallel); only
-rank 0 writes logs, plots and samples.
+process trains on its own shards and gradients are averaged over the processes: `--parallel ddp`
+replicates the VAE, `--parallel fsdp` shards its blocks with FSDP2 (`fully_shard` per encoder / decoder
+block; the thin input / output layers, among them the decoder's output weight that the GAN's adaptive
+weight differentiates, stay whole); the discriminators and the perceptual net are replicated. Only rank 0 writes logs, plots and samples.
 At the end the VAE is saved to `<out>/final` (SliceVAE.from_pretrained folder), with a loss plot and
 reconstructions (input | output side by side, mp4 + gif) and their PSNR/SSIM in `<out>/`.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -38,8 +41,11 @@ from ea_dit.training.distributed import (
     all_gather_objects,
     all_reduce_gradients,
     all_reduce_mean,
+    apply_fsdp,
     barrier,
     batch_offset,
+    clip_grad_norm,
+    full_state_dict,
     randn_per_sample,
     sample_generators,
 )
@@ -76,7 +82,7 @@ class TrainVAEConfig:
     perceptual_weights: str | None = None  # LPIPS weight file(s), comma separated
     stage: str = "full"  # full | decoder (encoder frozen)
     slicing: str = "none"  # none | streaming | shared: decode in latent slices while training
-    parallel: str = "ddp"  # under torchrun: gradients averaged over processes
+    parallel: str = "ddp"  # under torchrun: ddp (replicated) or fsdp (FSDP2, sharded per block)
     grad_clip: float = 1.0
     device: str = "auto"
     num_workers: int = 0
@@ -95,7 +101,8 @@ def parse_args(argv=None) -> TrainVAEConfig:
                                    "without it the perceptual term is off"}
     helps["stage"] = "full: encoder and decoder; decoder: the encoder frozen (fine-tune the decoder)"
     helps["slicing"] = "decode in one-latent slices while training (shared: the paper's feature sharing)"
-    helps["parallel"] = "ddp only: the VAE fits on one device (FSDP is for the DiT)"
+    helps["parallel"] = ("under torchrun: ddp (the VAE replicated, gradients averaged) or fsdp (FSDP2 fully_shard per "
+                         "encoder / decoder block: parameters, gradients and optimizer state split over processes)")
     helps["object_weight"] = ("reconstruction weight 1 + W on pixels whose colour differs from their frame's median "
                               "(small objects over a background, ea_vae.losses.object_weights); 0: off")
     helps["lr_schedule"] = ("constant, or cosine decay to 0 at --steps after --warmup-steps (both optimisers); "
@@ -103,7 +110,7 @@ def parse_args(argv=None) -> TrainVAEConfig:
     helps["time_limit"] = "stop after this many seconds of training (checkpoint and final/ as at --steps); 0: none"
     return parse_config(TrainVAEConfig, argv, "uv run apps/train_vae", __doc__, helps,
                         {"model": ("tiny", "base"), "stage": ("full", "decoder"), "clip_start": ("random", "centre"),
-                         "slicing": ("none", "streaming", "shared"), "parallel": ("ddp",),
+                         "slicing": ("none", "streaming", "shared"), "parallel": ("ddp", "fsdp"),
                          "lr_schedule": ("constant", "cosine")})
 
 
@@ -132,6 +139,17 @@ def train(cfg: TrainVAEConfig) -> Path:
     if cfg.stage == "decoder":  # the latent space stays fixed: encoder and its quant_conv frozen
         vae.encoder.requires_grad_(False)
         vae.quant_conv.requires_grad_(False)
+    last_layer = last_decoder_weight(vae)
+    fsdp = ctx.distributed and cfg.parallel == "fsdp"
+    replicated = list(vae.parameters())
+    if fsdp:  # shard the blocks; the thin stem / head layers (among them the last layer, whose gradient the
+        # GAN's adaptive weight takes) stay whole on every process, averaged like the replicated VAE's
+        units = [*vae.encoder.down_blocks, vae.encoder.mid_block, vae.decoder.mid_block, *vae.decoder.up_blocks]
+        in_units = {id(q) for u in units for q in u.parameters()}
+        replicated = [q for q in vae.parameters() if id(q) not in in_units]
+        apply_fsdp(vae, units, ignored_params=set(replicated), forward_methods=("encode", "decode"))
+    # gradients FSDP does not reduce: the replicated VAE parameters and the loss's own
+    manual_sync = [q for q in replicated if q.requires_grad] + loss_fn.generator_parameters()
     g_params = [q for q in vae.parameters() if q.requires_grad] + loss_fn.generator_parameters()
     opt_g = torch.optim.Adam(g_params, lr=cfg.lr, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(loss_fn.discriminator_parameters(), lr=cfg.lr, betas=(0.5, 0.9))
@@ -171,11 +189,11 @@ def train(cfg: TrainVAEConfig) -> Path:
         z = posterior.mean + posterior.std * randn_per_sample(posterior.mean.shape[1:], gens, device)
         x_hat = vae.decode(z)
         weights = object_weights(x, cfg.object_weight) if cfg.object_weight > 0 else None
-        loss, logs = loss_fn.generator_loss(x, x_hat, posterior, step, last_decoder_weight(vae), weights=weights)
+        loss, logs = loss_fn.generator_loss(x, x_hat, posterior, step, last_layer, weights=weights)
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
-        all_reduce_gradients(g_params)
-        torch.nn.utils.clip_grad_norm_(g_params, cfg.grad_clip)
+        all_reduce_gradients([q for q in manual_sync if q.requires_grad])
+        clip_grad_norm(g_params, cfg.grad_clip)
         opt_g.step()
         if step >= cfg.disc_start:
             d_loss, d_logs = loss_fn.discriminator_loss(x, x_hat.detach(), step)
@@ -207,7 +225,12 @@ def train(cfg: TrainVAEConfig) -> Path:
     bar.close()
     log.close()
     final = out / "final"
+    state = full_state_dict(vae) if fsdp else None  # collective; complete on rank 0
     if main:
+        if fsdp:  # a plain copy from the gathered weights (a sharded model cannot run on one process)
+            plain = SliceVAE(copy.deepcopy(vae.config))
+            plain.load_state_dict(state)
+            vae = plain.to(device)
         vae.save_pretrained(final)
         plot_metrics(out / "metrics.jsonl", out / "loss.png")
         if x is None:  # resumed after the last step: reconstruct a batch for the report

@@ -129,26 +129,40 @@ def test_gradient_accumulation_matches_the_larger_batch(tmp_path, same_clip_shar
 
 
 @pytest.mark.slow
-def test_train_vae_two_processes_match_one(tmp_path, same_clip_shards):
-    """train_vae under torchrun: gradients averaged over 2 processes x batch 1 == 1 process x batch 2."""
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_train_vae_two_processes_match_one(tmp_path, same_clip_shards, parallel):
+    """train_vae under torchrun: gradients averaged over 2 processes x batch 1 == 1 process x batch 2, with
+    the VAE replicated (ddp) or sharded per block (FSDP2)."""
     from safetensors.torch import load_file
 
-    def args(out, batch):
+    def args(out, batch, *extra):
         return ["--data", str(same_clip_shards), "--out", str(out), "--steps", "2", "--batch-size", str(batch),
                 "--size", "32", "--frames", "5", "--image-video-ratio", "0", "--channels", "8,8,16,16",
-                "--save-every", "2", "--log-every", "1", "--no-tensorboard", "--lr", "1e-3"]
+                "--save-every", "2", "--log-every", "1", "--no-tensorboard", "--lr", "1e-3", *extra]
 
     assert load_app("train_vae").main(args(tmp_path / "one", 2)) == 0
-    run = _torchrun(args(tmp_path / "two", 1), app="train_vae")
+    run = _torchrun(args(tmp_path / "two", 1, "--parallel", parallel), app="train_vae")
     assert run.returncode == 0, run.stderr[-3000:]
     (s1, l1), (s2, l2) = _losses(tmp_path / "one", "total_loss"), _losses(tmp_path / "two", "total_loss")
     assert s1 == s2 == [1, 2]
     np.testing.assert_allclose(l2, l1, rtol=1e-4, atol=1e-6)
     a, b = (load_file(tmp_path / x / "final" / "model.safetensors") for x in ("one", "two"))
+    assert a.keys() == b.keys()  # final/ is a whole, plain SliceVAE folder
     # Adam divides by sqrt(v): where a gradient is tiny, the rounding of another reduction order changes
     # the update noticeably (the losses above are the sharp check); every weight stays within 2 updates of lr.
     for k in a:
         assert (b[k] - a[k]).abs().max() <= 2 * 1e-3 + 1e-6, k
+    if parallel == "fsdp":
+        # the 2-process sharded checkpoint resumes on 1 process
+        more = args(tmp_path / "two", 1, "--parallel", parallel)
+        more[more.index("--steps") + 1] = "3"
+        assert load_app("train_vae").main(more) == 0
+        assert _losses(tmp_path / "two", "total_loss")[0] == [1, 2, 3]
+        # with the GAN on, the adaptive weight differentiates w.r.t. the (unsharded) last decoder layer
+        gan = _torchrun(args(tmp_path / "gan", 1, "--parallel", parallel, "--disc-start", "1"), app="train_vae")
+        assert gan.returncode == 0, gan.stderr[-3000:]
+        rows = [json.loads(x) for x in (tmp_path / "gan" / "metrics.jsonl").read_text().splitlines()]
+        assert np.isfinite(rows[-1]["d_weight"]) and rows[-1]["d_weight"] > 0 and "disc_loss" in rows[-1], rows[-1]
 
 
 def test_more_processes_than_shards_is_a_clear_error(same_clip_shards):

@@ -136,18 +136,34 @@ def randn_per_sample(shape: tuple[int, ...], generators: list[torch.Generator], 
 # ------------------------------------------------------------------------------------------------
 
 
-def apply_fsdp(model: nn.Module, units, param_dtype: torch.dtype | None = None) -> nn.Module:
+def apply_fsdp(model: nn.Module, units, param_dtype: torch.dtype | None = None,
+               ignored_params: set[nn.Parameter] | None = None, forward_methods: tuple[str, ...] = ()) -> nn.Module:
     """Shard `model` with FSDP2: `fully_shard` on each module of `units` (e.g. the transformer blocks),
     then on the root for the remaining parameters. `param_dtype` (e.g. bf16) casts the gathered
-    parameters for compute; gradients are reduced in float32. In place; returns `model`.
+    parameters for compute; gradients are reduced in float32. `ignored_params` stay whole, unsharded
+    tensors (their gradients are not reduced: the caller averages them). `forward_methods` names the
+    root's methods other than `forward` that run the model (a VAE's `encode` / `decode`), so that they
+    gather the parameters as `forward` does. FSDP2 shards contiguous tensors only: parameters stored in
+    another layout (the Slice VAE keeps its causal convolutions' weights tap-major for speed) are made
+    contiguous first (same values). In place; returns `model`.
     """
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.is_contiguous() and (ignored_params is None or p not in ignored_params):
+                p.data = p.data.contiguous()
 
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32) if param_dtype else \
         MixedPrecisionPolicy()
     for unit in units:
         fully_shard(unit, mp_policy=mp)
-    fully_shard(model, mp_policy=mp)
+    # The root's own parameters stay gathered from forward to backward when other methods run the model:
+    # their outputs need not be tensors (a posterior object), so FSDP cannot hook them to re-gather.
+    fully_shard(model, mp_policy=mp, ignored_params=ignored_params,
+                reshard_after_forward=False if forward_methods else None)
+    for name in forward_methods:
+        register_fsdp_forward_method(model, name)
     return model
 
 
@@ -179,10 +195,23 @@ def gradient_sync(train_module: nn.Module, enabled: bool):
 
 
 def clip_grad_norm(params, max_norm: float) -> torch.Tensor:
-    """`clip_grad_norm_` that also works on FSDP2's sharded (DTensor) gradients; returns the full norm."""
-    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-    full = getattr(norm, "full_tensor", None)
-    return full() if full is not None else norm
+    """`clip_grad_norm_` that also works on FSDP2's sharded (DTensor) gradients, alone or mixed with plain
+    ones (parameters FSDP ignores); returns the full norm over all of them."""
+    params = [p for p in params if p.grad is not None]
+    sharded = [p for p in params if hasattr(p.grad, "full_tensor")]
+    if not sharded or len(sharded) == len(params):
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        full = getattr(norm, "full_tensor", None)
+        return full() if full is not None else norm
+    plain = [p for p in params if not hasattr(p.grad, "full_tensor")]
+    norm_sharded = torch.nn.utils.get_total_norm([p.grad for p in sharded]).full_tensor()
+    norm_plain = torch.nn.utils.get_total_norm([p.grad for p in plain])
+    total = torch.linalg.vector_norm(torch.stack([norm_sharded, norm_plain.to(norm_sharded.device)]))
+    coef = min(1.0, max_norm / (total.item() + 1e-6))  # as clip_grad_norm_ (one host sync)
+    if coef < 1.0:
+        for group in (sharded, plain):  # one foreach per kind: DTensors and plain tensors do not mix
+            torch._foreach_mul_([p.grad for p in group], coef)
+    return total
 
 
 def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
