@@ -85,6 +85,7 @@ class TrainDiTConfig:
     dit: str | None = None  # pretrained VideoDiT or diffusers PixArtTransformer2DModel folder
     model: str = "tiny"  # size preset when --dit is not given: tiny | xl
     stage: str = "full"  # image | motion | full (the paper's stages)
+    image_frames: bool = False  # image stage: also single frames of the videos (default: image samples only)
     steps: int = 100
     batch_size: int = 2  # per process and micro-batch
     grad_accum: int = 1  # micro-batches per optimiser step
@@ -127,8 +128,9 @@ class TrainDiTConfig:
 
 def parse_args(argv=None) -> TrainDiTConfig:
     helps = {"model": "size preset when --dit is not given: tiny (CPU demo) or xl (PixArt-alpha XL/2)",
-             "stage": "image: F = 1 frames, motion modules frozen (adapts a PixArt checkpoint, latent channels "
-                      "included); motion: motion modules + U-ViT skips only; full: everything",
+             "stage": "image: image samples (F = 1), motion modules frozen (adapts a PixArt checkpoint, latent "
+                      "channels included); motion: motion modules + U-ViT skips only; full: everything",
+             "image_frames": "image stage: also train on single frames of the videos (default: image samples only)",
              "resolution_schedule": "bucket base size by step, e.g. 256:0,512:20000 (overrides --size)",
              "bucket_by": "aspect_ratio: fixed batch size; token_length: batch sizes scaled to --token-budget",
              "parallel": "under torchrun: ddp (replicated) or fsdp (FSDP2 fully_shard per block)",
@@ -238,13 +240,15 @@ def train(cfg: TrainDiTConfig) -> Path:
     opt = adamw(params, lr=cfg.lr, weight_decay=cfg.weight_decay, device=device)
     diffusion = GaussianDiffusion()
     frames = 1 if cfg.stage == "image" else cfg.frames
+    # the paper's image stage trains on image data; --image-frames adds single frames of the videos
+    kinds = ("image", "video") if cfg.stage != "image" or cfg.image_frames else ("image",)
 
     def make_loader(segment: int):
         return video_loader(cfg.data, batch_size=cfg.batch_size, frames=frames, stride=cfg.frame_stride,
                             clip_start=cfg.clip_start, size=schedule[segment][1], image_video_ratio=cfg.image_video_ratio, seed=cfg.seed,
                             num_workers=cfg.num_workers, size_multiple=pixel_multiple(dit, vae),
                             bucket_by=cfg.bucket_by, token_budget=cfg.token_budget or None, rank=ctx.rank,
-                            world_size=ctx.world_size)
+                            world_size=ctx.world_size, kinds=kinds)
 
     cache = val = None
     if cfg.latent_cache:

@@ -30,7 +30,7 @@ def test_image_stage_adapts_channels_and_resumes_across_resolution_switch(tmp_pa
             "--data", str(tiny_shards), "--vae", str(tiny_models["vae"]), "--text-encoder",
             str(tiny_models["text_encoder"]), "--dit", str(tmp_path / "init"), "--stage", "image", "--out", str(out),
             "--steps", str(steps), "--resolution-schedule", "32:0,64:1", "--save-every", "1", "--log-every", "1",
-            "--sample-steps", "0", "--no-tensorboard", "--batch-size", "2"]))
+            "--sample-steps", "0", "--no-tensorboard", "--batch-size", "2", "--image-frames"]))  # video-only shards
 
     whole = run(tmp_path / "a", 2)
     rows = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]

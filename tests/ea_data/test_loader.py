@@ -230,6 +230,17 @@ def test_image_video_ratio(data, ratio):
     assert sorted(natural) == sorted(kinds) and natural != kinds
 
 
+@pytest.mark.parametrize("kind", ["image", "video"])
+def test_kinds_reads_one_kind_only(data, kind):
+    """kinds=("image",) is the image training stage's data: every image once, no video (and no error)."""
+    loader = make_dataloader(data["shards"], cfg(kinds=(kind,)))
+    keys = keys_of(collect(loader))
+    assert sorted(keys) == sorted(k for k, (t, _, _) in data["expected"].items() if t == kind)
+    assert loader.stats["skipped"] == 0
+    with pytest.raises(ValueError, match="kinds must be a non-empty subset"):
+        cfg(kinds=("audio",))
+
+
 def test_drop_last_counts_dropped_samples(data):
     loader = make_dataloader(data["shards"], cfg(drop_last=True, batch_size=3))
     batches = collect(loader)

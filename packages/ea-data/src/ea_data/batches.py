@@ -14,12 +14,14 @@ __all__ = ["endless_batches", "video_loader"]
 def video_loader(shards: str | os.PathLike, batch_size: int, frames: int, stride: int, size: int,
                  image_video_ratio: float | None, seed: int, num_workers: int, size_multiple: int = 16,
                  bucket_by: str = "aspect_ratio", token_budget: int | None = None, rank: int = 0,
-                 world_size: int = 1, clip_start: str = "random") -> BucketDataLoader:
+                 world_size: int = 1, clip_start: str = "random",
+                 kinds: tuple[str, ...] = ("video", "image")) -> BucketDataLoader:
     """The bucketed, resumable loader over `shards` for process `rank` of `world_size`: batches
     `{"pixel_values": (B, 3, F, H, W), "caption": [...], ...}`, every batch from one bucket (images F = 1
     in their own batches). `bucket_by="token_length"` scales batch sizes so a batch holds about
     `batch_size x token_budget` pixels, with base sizes up to `size`. `clip_start`: "random" draws each
-    clip's first frame, "centre" takes the middle of the sample.
+    clip's first frame, "centre" takes the middle of the sample. `kinds` limits the samples read to videos or
+    images.
 
     Raises ValueError when there are fewer shards than processes x workers (some would get no data).
     """
@@ -38,7 +40,8 @@ def video_loader(shards: str | os.PathLike, batch_size: int, frames: int, stride
             extra["token_budget"] = token_budget
     config = LoaderConfig(resolution=size, num_frames=frames, frame_stride=stride, batch_size=batch_size,
                           image_video_ratio=image_video_ratio, seed=seed, num_workers=num_workers,
-                          size_multiple=size_multiple, random_start=clip_start == "random", **extra)
+                          size_multiple=size_multiple, random_start=clip_start == "random", kinds=tuple(kinds),
+                          **extra)
     return make_dataloader(shards, config, rank=rank, world_size=world_size)
 
 

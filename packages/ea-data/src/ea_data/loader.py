@@ -96,6 +96,7 @@ class LoaderConfig:
     seed: int = 0
     drop_last: bool = False  # drop (and count) partial batches at the end of an epoch
     random_start: bool = True  # random clip start (seeded per sample and epoch); else centred
+    kinds: tuple[str, ...] = ("video", "image")  # sample kinds read; the others are passed over (not errors)
     split: str = "shard"  # "shard" or "sample"
     num_workers: int = 2
     pin_memory: bool = False
@@ -108,6 +109,9 @@ class LoaderConfig:
                             **dict.fromkeys(("image_video_ratio", "shuffle_buffer", "num_workers"), NON_NEGATIVE)})
         if self.bucket_by not in ("aspect_ratio", "token_length"):
             raise ValueError(f"bucket_by must be 'aspect_ratio' or 'token_length', got {self.bucket_by!r}")
+        self.kinds = tuple(self.kinds)
+        if not self.kinds or set(self.kinds) - {"video", "image"}:
+            raise ValueError(f"kinds must be a non-empty subset of ('video', 'image'), got {self.kinds}")
         if self.split not in ("shard", "sample"):
             raise ValueError(f"split must be 'shard' or 'sample', got {self.split!r}")
         if self.num_frames < 1 or (self.num_frames - 1) % 4:
@@ -421,6 +425,8 @@ class BucketedVideoDataset(IterableDataset):
                 key = s.get("__key__", "?")
                 try:
                     info = sample_info(s)
+                    if info["kind"] not in cfg.kinds:  # e.g. videos in the image-only training stage
+                        continue
                     bucket, bs = assign_bucket(info["kind"], info["height"], info["width"],
                                                info["num_frames"], cfg)
                 except Exception as e:  # a malformed sample never stops the epoch
