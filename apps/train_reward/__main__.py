@@ -4,11 +4,21 @@ r"""Reward backpropagation: post-train a VideoDiT by backpropagating a different
         --text-encoder runs/demo/text_encoder --reward rewards/aesthetic --prompt "a red circle moves left" \
         --grad-steps last_k --grad-k 2 --train attention --iters 100 --out runs/reward
 
-Each iteration samples one video per prompt with classifier-free guidance under autograd, keeping
+The demo world (what `uv run apps/demo` does after its DiT; its reward scores whole clips):
+
+    uv run python -m ea_data.scoring.world_reward --data runs/demo/data/shards --out runs/demo/reward
+    uv run apps/train_reward --dit runs/demo/dit/final --vae runs/demo/vae/final \
+        --text-encoder runs/demo/text_encoder --reward runs/demo/reward --prompts-file prompts.txt \
+        --batch-prompts 16 --frames 5 --steps 25 --guidance-scale 4 --scored-latents 5 \
+        --grad-steps last_k --grad-k 2 --train all --lr 1e-4 --time-limit 360 --out runs/demo/dit_reward
+
+Each iteration samples one video per prompt (all of them, or `--batch-prompts` drawn from `--prompt` and
+`--prompts-file`) with classifier-free guidance under autograd, keeping
 gradients only through the chosen denoising steps (`--grad-steps last | last_k | random`, see
 `ea_dit.reward_backprop`), decodes only the first `--scored-latents` latents (the frames the reward
-scores; the causal Slice VAE decodes a latent prefix exactly), scores the frames with the reward loaded
-from `--reward` (a folder with reward.json, see `ea_data.scoring.rewards`) and minimises
+scores; the causal Slice VAE decodes a latent prefix exactly), scores the frames (or the clip, for a reward
+with `scores_video`) with the reward loaded from `--reward` (a folder with reward.json, see
+`ea_data.scoring.rewards`) and minimises
 `--loss-scale * |max_reward - reward|`. Activations are recomputed in the backward throughout: the DiT
 per block and per differentiated step, and the decode + reward.
 `--train` picks the parameters that learn (default: LoRA adapters, written alone to
