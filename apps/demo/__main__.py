@@ -1,7 +1,8 @@
 r"""The main job: train a tiny text-to-video model on the demo world and show that it follows its captions.
 
-    uv run apps/demo                      # about 18 minutes on 2 CPU cores; everything under runs/demo/
-    uv run apps/demo --budget 60          # longer training (the same steps, more time for VAE and DiT)
+    uv run apps/demo                      # about 20 minutes on 2 CPU cores; everything under runs/demo/
+    uv run apps/demo --budget 60          # longer training (the same phases, more time for each)
+    uv run apps/demo --no-reward          # stop after the DiT (no reward backpropagation)
 
 The demo world (`ea_data.synthetic`): each scene shows one object whose colour, shape and direction of
 motion its caption states, `demo_caption("red", "circle", "left") == "a red circle moves left"`. The 16
@@ -20,10 +21,14 @@ Phases (each skipped when its output exists, so a killed run resumes; times go t
   7. train DiT    `apps/train_dit` on a demo-sized VideoDiT (patch 2, 64 wide, 4 blocks with motion
                   modules) from the cache, in chunks; after each chunk the held-out prompts are sampled
                   and scored (match rate against training time)
-  8. evaluate     eval.json (targets, match rates, VAE PSNR, validation loss), samples.png, report.html
+  8. reward       `python -m ea_data.scoring.world_reward`: a clip classifier of colour and direction trained
+                  on the curated clips, then `apps/train_reward`: reward backpropagation of the DiT on the
+                  training prompts (held-out prompts never seen) for a share of the budget
+  9. evaluate     eval.json (targets, match rates before / after the reward phase, VAE PSNR, validation
+                  loss), samples.png, report.html
 
 Run folder (`runs/demo/`), self-describing for `apps/generate --run runs/demo`:
-  run.json   {"format": "easyanimate-run/1", "dit": "dit/final", "vae": "vae/final",
+  run.json   {"format": "easyanimate-run/1", "dit": "dit_reward/dit" (or "dit/final"), "vae": "vae/final",
               "text_encoder": "text_encoder", "height": 16, "width": 16, "frames": 5, "fps": 2,
               "sampler": "ddim", "steps": 25, "guidance_scale": 4.0,
               "prompt_function": "ea_data.synthetic.demo_caption", "held_out": [[color, shape, direction]...]}
