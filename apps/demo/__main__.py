@@ -210,6 +210,7 @@ def main(argv=None) -> int:
     chunk = DIT_SHARE * budget / a.dit_chunks
     from evaluate import evaluate_run
 
+    result = None  # the newest evaluation of the run's current DiT (with its samples saved)
     for _ in range(len(curve), a.dit_chunks):
         phases.run("train DiT", [py, str(APPS / "train_dit"), "--dit", str(init), "--vae", str(vae_dir / "final"),
                                  "--text-encoder", str(text_encoder), "--out", str(dit_dir), "--steps", "1000000",
@@ -220,7 +221,7 @@ def main(argv=None) -> int:
                                  "--cache-passes", "2", "--val-cache", str(val_cache), "--val-every", "100",
                                  "--save-every", "500", "--log-every", "20", "--sample-steps", "0", *common])
         t0 = time.time()
-        result = evaluate_run(out, seeds=SEEDS, device=a.device, **SAMPLER)
+        result = evaluate_run(out, seeds=SEEDS, device=a.device, save=True, **SAMPLER)
         metrics = [json.loads(x) for x in (dit_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
         train_s = sum(phases.times.get(k, 0) for k in ("train DiT",))
         curve.append({"dit_train_seconds": round(train_s, 1), "step": metrics[-1]["step"],
@@ -233,13 +234,15 @@ def main(argv=None) -> int:
     if a.reward:
         reward = _reward_backprop(out, phases, py, curve, a, budget)
         _write_run_json(out, dit=REWARD_DIT)
-    t0 = time.time()
+        result = None  # a new DiT: evaluate it
     from report import write_report
 
-    result = evaluate_run(out, seeds=SEEDS, device=a.device, save=True, **SAMPLER)
+    if result is None:  # after the reward phase, or a resumed run whose DiT chunks were all done
+        t0 = time.time()
+        result = evaluate_run(out, seeds=SEEDS, device=a.device, save=True, **SAMPLER)
+        phases.add("evaluate", time.time() - t0)
     if reward is not None:
         reward["after"] = {k: result["rates"][k] for k in ("color", "direction", "both")}
-    phases.add("evaluate", time.time() - t0)
     total = time.time() - start
     summary = build_eval(out, result, vae_eval, curve, phases.times, total, a)
     summary["reward_backprop"] = reward

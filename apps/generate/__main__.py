@@ -148,7 +148,6 @@ def main(argv=None) -> int:
               f"or --out", file=sys.stderr)
         return 2
 
-
     device, dtype = resolve_device(a.device), DTYPES[a.dtype]
     try:
         dit, vae, text_encoder = load_models(paths["dit"], paths["vae"], paths["text_encoder"], device, dtype)

@@ -205,7 +205,6 @@ def build_dit(cfg: TrainDiTConfig, latent_channels: int, caption_channels: int, 
 
 
 def train(cfg: TrainDiTConfig) -> Path:
-
     ctx, out = start_run(cfg, MAY_CHANGE)
     device, main = ctx.device, ctx.is_main
     vae = SliceVAE.from_pretrained(cfg.vae).to(device).eval().requires_grad_(False)
@@ -420,7 +419,6 @@ def export_dit(model, path: Path, main: bool, lora: dict | None = None, lora_pat
 
     With LoRA adapters, the adapters alone go to `lora_path` and the folder holds the merged model.
     """
-
     state = full_state_dict(model)  # collective; complete on rank 0
     if main:
         plain = VideoDiT(copy.deepcopy(model.config))

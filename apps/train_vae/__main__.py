@@ -11,7 +11,8 @@ with the same --out resumes from the newest complete one. Under `torchrun --npro
 process trains on its own shards and gradients are averaged over the processes: `--parallel ddp`
 replicates the VAE, `--parallel fsdp` shards its blocks with FSDP2 (`fully_shard` per encoder / decoder
 block; the thin input / output layers, among them the decoder's output weight that the GAN's adaptive
-weight differentiates, stay whole); the discriminators and the perceptual net are replicated. Only rank 0 writes logs, plots and samples.
+weight differentiates, stay whole); the discriminators and the perceptual net are replicated. Only
+rank 0 writes logs, plots and samples.
 At the end the VAE is saved to `<out>/final` (SliceVAE.from_pretrained folder), with a loss plot and
 reconstructions (input | output side by side, mp4 + gif) and their PSNR/SSIM in `<out>/`.
 """
@@ -115,7 +116,6 @@ def parse_args(argv=None) -> TrainVAEConfig:
 
 
 def train(cfg: TrainVAEConfig) -> Path:
-
     ctx, out = start_run(cfg, MAY_CHANGE)
     device, main = ctx.device, ctx.is_main
     if cfg.vae:
@@ -149,7 +149,7 @@ def train(cfg: TrainVAEConfig) -> Path:
         replicated = [q for q in vae.parameters() if id(q) not in in_units]
         apply_fsdp(vae, units, ignored_params=set(replicated), forward_methods=("encode", "decode"))
     # gradients FSDP does not reduce: the replicated VAE parameters and the loss's own
-    manual_sync = [q for q in replicated if q.requires_grad] + loss_fn.generator_parameters()
+    manual_sync = [q for q in replicated + loss_fn.generator_parameters() if q.requires_grad]
     g_params = [q for q in vae.parameters() if q.requires_grad] + loss_fn.generator_parameters()
     opt_g = torch.optim.Adam(g_params, lr=cfg.lr, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(loss_fn.discriminator_parameters(), lr=cfg.lr, betas=(0.5, 0.9))
@@ -192,7 +192,7 @@ def train(cfg: TrainVAEConfig) -> Path:
         loss, logs = loss_fn.generator_loss(x, x_hat, posterior, step, last_layer, weights=weights)
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
-        all_reduce_gradients([q for q in manual_sync if q.requires_grad])
+        all_reduce_gradients(manual_sync)
         clip_grad_norm(g_params, cfg.grad_clip)
         opt_g.step()
         if step >= cfg.disc_start:

@@ -18,6 +18,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ea_core.devices import resolve_device
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -45,9 +47,7 @@ def init_distributed(device: str | None = "auto") -> DistContext:
     mean `cuda:<LOCAL_RANK>` with NCCL; "cpu" (or no GPU) uses gloo.
     """
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        if device in (None, "auto"):
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        return DistContext(device=torch.device(device))
+        return DistContext(device=resolve_device(device))
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     use_cuda = torch.cuda.is_available() and device in (None, "auto") or str(device).startswith("cuda")
