@@ -50,7 +50,7 @@ from ea_dit.training.distributed import (
     randn_per_sample,
     sample_generators,
 )
-from ea_dit.training.optim import lr_factor, set_lr
+from ea_dit.training.optim import SCHEDULES, lr_factor, parse_betas, set_lr
 from ea_vae import SliceVAE, SliceVAEConfig
 from ea_vae.losses import VAELoss, VAELossConfig, last_decoder_weight, object_weights
 from ea_vae.metrics import psnr, ssim
@@ -76,7 +76,9 @@ class TrainVAEConfig:
     size: int = 64
     image_video_ratio: float = 0.25  # image batches per video batch
     lr: float = 1e-4
-    lr_schedule: str = "constant"  # constant | cosine (after warm-up, to 0 at --steps)
+    adam_betas: str = "0.5,0.9"  # both optimisers' Adam (beta1, beta2); the reference's GAN-style default
+    lr_schedule: str = "constant"  # constant | cosine | wsd (after warm-up; to 0 at the end of the run)
+    decay_fraction: float = 0.2  # wsd: the last fraction of the run over which the LR decays to 0
     warmup_steps: int = 0
     kl_weight: float = 1e-6
     disc_start: int = 50001
@@ -92,6 +94,7 @@ class TrainVAEConfig:
     save_every: int = 50
     tensorboard: bool = True
     time_limit: float = 0.0  # seconds of training after which the run stops early and saves (0: none)
+    posterior_logvar_init: float = 0.0  # fresh runs: start the posterior's log-variance here (0: as initialised)
     object_weight: float = 0.0  # extra reconstruction weight on pixels unlike their frame's median colour
 
 
@@ -106,13 +109,20 @@ def parse_args(argv=None) -> TrainVAEConfig:
                          "encoder / decoder block: parameters, gradients and optimizer state split over processes)")
     helps["object_weight"] = ("reconstruction weight 1 + W on pixels whose colour differs from their frame's median "
                               "(small objects over a background, ea_vae.losses.object_weights); 0: off")
-    helps["lr_schedule"] = ("constant, or cosine decay to 0 at --steps after --warmup-steps (both optimisers); "
-                            "with --time-limit the decay follows --steps, wherever the time limit stops")
+    helps["lr_schedule"] = ("after --warmup-steps: constant; cosine decay to 0; or wsd (warm-up, stable, decay: "
+                            "constant, then a linear decay to 0 over the last --decay-fraction of the run). Both "
+                            "optimisers. The run ends at --steps or, with --time-limit, at the time limit, "
+                            "whichever comes first: the decay follows the one further along")
+    helps["adam_betas"] = "Adam (beta1,beta2) of both optimisers (default 0.5,0.9, as the reference's GAN training)"
+    helps["decay_fraction"] = "wsd: the last fraction of the run over which the LR decays to 0 (default 0.2)"
+    helps["posterior_logvar_init"] = ("a fresh run (not a resume) first sets the posterior's log-variance bias to "
+                                      "this (SliceVAE.init_posterior_logvar; e.g. -6: std ~0.05 instead of ~1, so "
+                                      "reconstructions improve from the first steps); 0: leave the VAE as it is")
     helps["time_limit"] = "stop after this many seconds of training (checkpoint and final/ as at --steps); 0: none"
     return parse_config(TrainVAEConfig, argv, "uv run apps/train_vae", __doc__, helps,
                         {"model": ("tiny", "base"), "stage": ("full", "decoder"), "clip_start": ("random", "centre"),
                          "slicing": ("none", "streaming", "shared"), "parallel": ("ddp", "fsdp"),
-                         "lr_schedule": ("constant", "cosine")})
+                         "lr_schedule": SCHEDULES})
 
 
 def train(cfg: TrainVAEConfig) -> Path:
@@ -124,6 +134,8 @@ def train(cfg: TrainVAEConfig) -> Path:
         preset = SliceVAEConfig.tiny if cfg.model == "tiny" else SliceVAEConfig
         overrides = {"block_out_channels": tuple(int(c) for c in cfg.channels.split(","))} if cfg.channels else {}
         vae = SliceVAE(preset(latent_channels=cfg.latent_channels, **overrides))
+    if cfg.posterior_logvar_init:  # a resume below loads the trained bias over it
+        vae.init_posterior_logvar(cfg.posterior_logvar_init)
     vae = vae.to(device).train()
     if cfg.slicing != "none":
         vae.enable_slicing(scheme=cfg.slicing)
@@ -151,8 +163,9 @@ def train(cfg: TrainVAEConfig) -> Path:
     # gradients FSDP does not reduce: the replicated VAE parameters and the loss's own
     manual_sync = [q for q in replicated + loss_fn.generator_parameters() if q.requires_grad]
     g_params = [q for q in vae.parameters() if q.requires_grad] + loss_fn.generator_parameters()
-    opt_g = torch.optim.Adam(g_params, lr=cfg.lr, betas=(0.5, 0.9))
-    opt_d = torch.optim.Adam(loss_fn.discriminator_parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+    betas = parse_betas(cfg.adam_betas)
+    opt_g = torch.optim.Adam(g_params, lr=cfg.lr, betas=betas)
+    opt_d = torch.optim.Adam(loss_fn.discriminator_parameters(), lr=cfg.lr, betas=betas)
     loader = video_loader(cfg.data, batch_size=cfg.batch_size, frames=cfg.frames, stride=cfg.frame_stride,
                           clip_start=cfg.clip_start,
                           size=cfg.size, image_video_ratio=cfg.image_video_ratio, seed=cfg.seed,
@@ -178,10 +191,12 @@ def train(cfg: TrainVAEConfig) -> Path:
     bar = progress_bar(total=cfg.steps, initial=step, desc="train_vae", unit="step", disable=not main)
     x = None
     started = None  # the time limit counts training, not the data loader's start-up
+    elapsed = 0.0  # seconds of training in this process, the same on every process (averaged)
     for batch in endless_batches(loader) if step < cfg.steps else ():
         started = started or time.perf_counter()
         x = batch["pixel_values"].to(device)
-        lr = cfg.lr * lr_factor(step, cfg.warmup_steps, cfg.steps, cfg.lr_schedule)
+        lr = cfg.lr * lr_factor(step, cfg.warmup_steps, cfg.steps, cfg.lr_schedule,
+                                decay_fraction=cfg.decay_fraction, progress=run_progress(cfg, step, elapsed))
         set_lr(opt_g, lr)
         set_lr(opt_d, lr)
         gens = sample_generators(cfg.seed, step, batch_offset(x.shape[0], device)[0], x.shape[0])
@@ -204,8 +219,9 @@ def train(cfg: TrainVAEConfig) -> Path:
             logs.update(d_logs)
         step += 1
         bar.update(1)
-        out_of_time = cfg.time_limit > 0 and all_reduce_mean(
-            torch.tensor([float(time.perf_counter() - started >= cfg.time_limit)], device=device)).item() > 0
+        if cfg.time_limit > 0:
+            elapsed = all_reduce_mean(torch.tensor([time.perf_counter() - started], device=device)).item()
+        out_of_time = cfg.time_limit > 0 and elapsed >= cfg.time_limit
         if out_of_time:
             print(f"train_vae: --time-limit {cfg.time_limit:g} s reached at step {step}")
         last = step == cfg.steps or out_of_time
@@ -242,6 +258,13 @@ def train(cfg: TrainVAEConfig) -> Path:
 
 
 @torch.no_grad()
+def run_progress(cfg: TrainVAEConfig, step: int, elapsed: float) -> float:
+    """Fraction of the run done after `step` steps and `elapsed` seconds: the further along of the step
+    count (after the warm-up) and, with a time limit, the elapsed time (the LR schedule follows it)."""
+    done = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return max(done, elapsed / cfg.time_limit) if cfg.time_limit > 0 else done
+
+
 def reconstruct_samples(vae, x: torch.Tensor, out: Path, psnr, ssim) -> dict:
     """Write input | reconstruction side by side (mp4 + gif) and return PSNR / SSIM of the batch."""
     vae.enable_slicing()

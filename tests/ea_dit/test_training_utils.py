@@ -18,7 +18,7 @@ from ea_dit.training import (
     resume,
     save_checkpoint,
 )
-from ea_dit.training.optim import lr_factor
+from ea_dit.training.optim import lr_factor, parse_betas
 from ea_dit.training.stages import adapt_latent_channels, trainable_parameters
 
 
@@ -123,6 +123,29 @@ def test_lr_schedule_closed_form():
     assert lr_factor(4, 4, 104, "cosine") == 1.0
     assert math.isclose(lr_factor(54, 4, 104, "cosine"), 0.5)
     assert math.isclose(lr_factor(104, 4, 104, "cosine", min_factor=0.1), 0.1)
+
+
+def test_wsd_schedule_closed_form():
+    # warm-up 10 steps, stable until 80 % of the run, then linear to 0 at step 110
+    f = [lr_factor(s, 10, 110, "wsd", decay_fraction=0.2) for s in range(111)]
+    assert f[0] == 0.1 and f[9] == 1.0
+    assert all(v == 1.0 for v in f[10:91])  # progress (s - 10) / 100 <= 0.8
+    assert math.isclose(f[100], 0.5) and math.isclose(f[105], 0.25) and f[110] == 0.0
+    # a time-limited run passes its elapsed fraction: halfway through the decay by time, whatever the step
+    assert math.isclose(lr_factor(20, 10, 10**6, "wsd", decay_fraction=0.2, progress=0.9), 0.5)
+    assert math.isclose(lr_factor(20, 10, 10**6, "cosine", progress=0.5), 0.5)
+    assert lr_factor(20, 10, 10**6, "wsd", min_factor=0.1, progress=1.5) == 0.1
+    with pytest.raises(ValueError, match="decay_fraction"):
+        lr_factor(20, 0, 100, "wsd", decay_fraction=0.0)
+    with pytest.raises(ValueError, match="schedule"):
+        lr_factor(20, 0, 100, "step")
+
+
+def test_parse_betas():
+    assert parse_betas("0.9,0.999") == (0.9, 0.999)
+    for bad in ("0.9", "0.9,1.0", "a,b", "0.5,0.9,0.99"):
+        with pytest.raises(ValueError, match="betas"):
+            parse_betas(bad)
 
 
 def test_adapt_latent_channels_keeps_all_but_patch_and_output_layers():

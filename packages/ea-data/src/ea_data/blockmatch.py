@@ -19,7 +19,11 @@ blurred so codec noise and keyframe quality jumps average out). Two frames are c
 
 Hard cut at frame i: min(mismatch(i-1, i), mismatch(i-2, i), mismatch(i-1, i+1)) >= `cut_threshold`.
 All three comparisons straddle a cut, while a single failed comparison inside a shot (a flash on
-one frame, a motion-estimation slip) leaves at least one of them low.
+one frame, a motion-estimation slip) leaves at least one of them low. A cut between two shots of
+like texture (periodic stripes match themselves at many shifts; the same colours) can fail the
+comparisons by less: then the three must still reach `cut_low`, and the step must stand out from the
+shot's own steps - `cut_contrast` times their level, the larger of the median step over the `lag`
+frames before and the step after.
 
 Gradual transitions (fades through black, dissolves, wipes): frames `lag` apart (default 8) are
 compared the same way, with the sum of the steps' shifts in between as the candidate shift. Across a
@@ -56,6 +60,7 @@ class BlockMatchConfig:
     benchmarks/scene_detection.py). Sizes are pixels of the `width`-px working frame."""
 
     cut_threshold: float = 0.4
+    cut_low: float = 0.25  # a weaker cut that stands out `cut_contrast` times from its shot's steps
     gradual_threshold: float = 0.3
     gradual_margin: float = 0.4
     gradual_min_run: int = 3
@@ -208,15 +213,24 @@ class BlockMatchDetector:
         # Hard cut at i - 1: all three comparisons across it fail. The two lag-2 comparisons are only
         # made when the first one fails (most frames need one comparison).
         j = i - 1
-        if j >= 1 and _nz(self.d1.get(j)) >= cfg.cut_threshold:
-            c = min(_nz(self.d1.get(j)), self._d2(j, 1.0 if j == 1 else 0.0), self._d2(i))
-            if c >= cfg.cut_threshold:
+        step = _nz(self.d1.get(j))
+        if j >= 1 and step >= min(cfg.cut_threshold, max(cfg.cut_low, cfg.cut_contrast * self._step_level(j))):
+            c = min(step, self._d2(j, 1.0 if j == 1 else 0.0), self._d2(i))
+            if c >= cfg.cut_threshold or (c >= cfg.cut_low and step >= cfg.cut_contrast * self._step_level(j)):
                 self.cuts.append(j)
                 self.base.clear()  # the new shot has its own level of lag mismatch
                 events.append((CUT, j, j))
         if i in self.dlag:
             events += self._gradual(i)
         return events
+
+    def _step_level(self, j: int) -> float:
+        """The shot's own step mismatch around frame `j`: the larger of the median over the `lag` frames
+        before it and the step after it (known once frame j + 1 is in); inf while there is no history."""
+        before = [v for k in range(j - self.cfg.lag, j) if (v := self.d1.get(k)) is not None and not np.isnan(v)]
+        if len(before) < self.cfg.lag // 2:
+            return float("inf")
+        return max(float(np.median(before)), _nz(self.d1.get(j + 1)))
 
     def _d2(self, k: int, default: float = 0.0) -> float:
         """Mismatch of frame `k` against frame `k - 2` (both still held), computed once."""

@@ -153,6 +153,23 @@ class SliceVAE(nn.Module):
         self.tiling: Tiling | None = None
         self.progress_callback: Callable[[int, int], None] | None = None
 
+    # ------------------------------------------------------------------ initialisation
+    def init_posterior_logvar(self, value: float) -> None:
+        """Set the bias of `quant_conv`'s log-variance outputs to `value` (weights kept).
+
+        A freshly initialised VAE's posterior has std ~1 around a mean of rms ~0.2: the latent sample
+        is mostly noise, and the encoder must first grow its mean ~25x before reconstructions improve
+        (a long early phase of training). Starting at e.g. `value=-6` (std ~0.05) lets them improve from
+        the first steps; the KL term (weight 1e-6) hardly pulls it back. Call it before training, not
+        on trained weights.
+        """
+        value = float(value)
+        if not -30.0 <= value <= 20.0:
+            raise ValueError(f"posterior log-variance {value} is outside DiagonalGaussian's clamp [-30, 20]")
+        c = self.config.latent_channels
+        with torch.no_grad():
+            self.quant_conv.bias[c:].fill_(value)
+
     # ------------------------------------------------------------------ switches
     def enable_slicing(self, encode_frames: int = 4, decode_latents: int = 1, scheme: str = "streaming") -> None:
         """Encode `encode_frames` frames and decode `decode_latents` latents at a time (after frame 0 /
