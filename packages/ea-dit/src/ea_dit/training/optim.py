@@ -7,7 +7,6 @@ import math
 
 import torch
 
-
 SCHEDULES = ("constant", "cosine", "wsd")
 
 
