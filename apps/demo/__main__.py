@@ -15,7 +15,8 @@ Phases (each skipped when its output exists, so a killed run resumes; times go t
   3. caption      `ea-captions --backend metadata`: each clip gets its scene's caption
   4. text encoder a random T5 with a word-level tokenizer (apps/demo/text_encoder.py; one token per word)
   5. train VAE    `apps/train_vae` on a demo-sized Slice VAE (2x spatial compression, 16 px, 5-frame
-                  clips, object-weighted loss), for a share of the time budget
+                  clips, object-weighted loss, posterior started at log-variance -6, the LR decayed over
+                  the share's last quarter), for a share of the time budget
   6. latents      held-out clips encoded once (validation); training latents + T5 embeddings cached by
                   `apps/train_dit --latent-cache` (ea_dit.latent_cache)
   7. train DiT    `apps/train_dit` on a demo-sized VideoDiT (patch 2, 64 wide, 4 blocks with motion

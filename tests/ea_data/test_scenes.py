@@ -94,6 +94,17 @@ def test_default_detector_on_synthetic_seeds(tmp_path):
     assert truth - matched + found - matched <= 1, (truth, found, matched)
 
 
+def test_default_detector_finds_a_cut_between_like_textures(tmp_path):
+    """Seed 1's video_002 cuts from a panning green-yellow stripe texture to a static one of the same colours
+    at frame 29: stripes match themselves at many shifts, so the step mismatch there (0.38) stays under
+    blockmatch's 0.4, but it is 14x the shot's own steps (0.026 before, 0 after). Missed before the
+    contrast rule (BlockMatchConfig.cut_low / cut_contrast)."""
+    r = make_dataset(tmp_path, num_videos=4, num_images=0, seed=1)[2]
+    assert r["file"].endswith("video_002.mp4") and r["cuts"] == [29, 65], r
+    scenes = detect_scenes(tmp_path / r["file"])
+    assert [s.start_frame for s in scenes[1:]] == [29, 65]
+
+
 def _scene(start, n, fps=FPS, index=0):
     return Scene.from_frames(start, start + n, fps, index)
 

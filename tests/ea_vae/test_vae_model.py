@@ -411,3 +411,23 @@ def test_load_errors(tmp_path, vae):
     (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="spatial_group_norm"):
         SliceVAE.from_pretrained(tmp_path / "m")
+
+
+def test_init_posterior_logvar_shifts_only_the_log_variance():
+    """The log-variance half of quant_conv's bias is set: every posterior log-variance moves by exactly
+    the bias change (quant_conv is linear), the mean stays, and an unusable value is refused."""
+    torch.manual_seed(0)
+    vae = SliceVAE(SliceVAEConfig.tiny(block_out_channels=(8, 8, 16, 16), norm_num_groups=4)).eval()
+    x = torch.rand(1, 3, 5, 16, 16) * 2 - 1
+    c = vae.config.latent_channels
+    old_bias = vae.quant_conv.bias.detach().clone()
+    with torch.no_grad():
+        before = vae.encode(x)
+        vae.init_posterior_logvar(-6.0)
+        after = vae.encode(x)
+    torch.testing.assert_close(after.mean, before.mean, rtol=0, atol=0)
+    shift = (-6.0 - old_bias[c:]).view(1, c, 1, 1, 1)
+    torch.testing.assert_close(after.logvar, before.logvar + shift, rtol=0, atol=1e-5)
+    assert after.std.mean() < 0.1 < before.std.mean()
+    with pytest.raises(ValueError, match="clamp"):
+        vae.init_posterior_logvar(-40.0)
