@@ -15,7 +15,8 @@ mixed frames [start, end]) is matched one-to-one with a reported boundary (a cut
 transition record [start, end]) whose span is within 2 frames of it. Precision = matched reports /
 reports; recall = matched transitions / transitions. A gradual transition cut twice counts one false
 cut. Also reported: recall on hard cuts alone, the largest frame error of matched hard cuts, and
-frames per second of ``detect_scenes`` (decode included; one process; CPU time of this process).
+frames per second of ``detect_scenes`` (decode included; one process; CPU time of this process), and
+which transitions were missed, which reports were false and which hard cuts were found off their frame.
 
 Detectors: every option of ``ea_data.scenes.detect_scenes`` and, as the baseline, PySceneDetect's
 ``AdaptiveDetector`` at its library defaults through its own ``scenedetect.detect`` (OpenCV decode).
@@ -95,7 +96,7 @@ def make_sets(out: Path, names: list[str]) -> dict[str, list[tuple[str, list[tup
 
 def evaluate(name: str, items) -> dict:
     tp = n_found = n_truth = cut_truth = cut_tp = frames = 0
-    cpu, worst, misses, false = 0.0, 0, [], []
+    cpu, worst, misses, false, off = 0.0, 0, [], [], []
     for path, truth in items:
         from ea_vae.video_io import video_info
 
@@ -113,14 +114,17 @@ def evaluate(name: str, items) -> dict:
         for (a, b), f in pairs:
             if a == b and (a, b, "cut") in [(x, y, k) for x, y, k in truth]:
                 cut_tp += 1
-                worst = max(worst, max(abs(f[0] - a), abs(f[1] - a)))
+                err = max(abs(f[0] - a), abs(f[1] - a))
+                worst = max(worst, err)
+                if err:
+                    off += [f"{Path(path).name}:cut@{a}->{f[0]}"]
         misses += [f"{Path(path).name}:{k}@{a}" for (a, b, k), s in zip(truth, spans) if s not in hit]
         false += [f"{Path(path).name}@{f[0]}" for f in extra]
     return {"precision": round(tp / max(n_found, 1), 4), "recall": round(tp / max(n_truth, 1), 4),
             "hard_cut_recall": round(cut_tp / max(cut_truth, 1), 4), "max_cut_error_frames": worst,
             "transitions": n_truth, "reported": n_found, "matched": tp,
             "frames_per_second": round(frames / max(cpu, 1e-9), 1), "frames": frames,
-            "missed": misses, "false": false}
+            "missed": misses, "false": false, "off_cuts": off}
 
 
 def main(argv=None) -> int:

@@ -81,17 +81,17 @@ def test_adaptive_histogram_finds_every_synthetic_cut_over_seeds(tmp_path, seed)
 
 
 def test_default_detector_on_synthetic_seeds(tmp_path):
-    """The default ("blockmatch") on the same synthetic videos: measured 4 mistakes in 64 cuts over
-    seeds 0-7 (benchmarks/scene_detection.py). Here, over 10 videos of seeds 0 and 7: at most one
-    missed or false boundary, and every found cut within 2 frames."""
-    truth = found = matched = 0
-    for seed in (0, 7):
-        for r in make_dataset(tmp_path / str(seed), num_videos=5, num_images=0, seed=seed):
+    """The default ("blockmatch") on the same synthetic videos: measured no missed and no false boundary in
+    64 cuts over seeds 0-7 (benchmarks/scene_detection.py), one cut 2 frames early (a fast pan over a
+    checkerboard whose colours have the same grey: seed 0). Seeds 1 and 3 hold the cases that the weak-cut
+    rule must get right: a cut between like stripes, and objects that wrap around over a plain background
+    (not cuts). Here, over their 16 videos: every boundary found, none false, each within 2 frames."""
+    for seed in (0, 1, 3, 7):
+        for r in make_dataset(tmp_path / str(seed), num_videos=4, num_images=0, seed=seed):
             scenes = detect_scenes(tmp_path / str(seed) / r["file"])
             starts = [s.start_frame for s in scenes[1:] if not (s.kind == "shot" and scenes[s.scene_index - 1].is_transition)]
-            truth, found = truth + len(r["cuts"]), found + len(starts)
-            matched += sum(any(abs(c - f) <= 2 for f in starts) for c in r["cuts"])
-    assert truth - matched + found - matched <= 1, (truth, found, matched)
+            assert len(starts) == len(r["cuts"]), (seed, r["file"], starts, r["cuts"])
+            assert all(abs(c - f) <= 2 for c, f in zip(r["cuts"], starts)), (seed, r["file"], starts, r["cuts"])
 
 
 def test_default_detector_finds_a_cut_between_like_textures(tmp_path):

@@ -21,9 +21,11 @@ Hard cut at frame i: min(mismatch(i-1, i), mismatch(i-2, i), mismatch(i-1, i+1))
 All three comparisons straddle a cut, while a single failed comparison inside a shot (a flash on
 one frame, a motion-estimation slip) leaves at least one of them low. A cut between two shots of
 like texture (periodic stripes match themselves at many shifts; the same colours) can fail the
-comparisons by less: then the three must still reach `cut_low`, and the step must stand out from the
-shot's own steps - `cut_contrast` times their level, the larger of the median step over the `lag`
-frames before and the step after.
+comparisons by less: then the three must still reach `cut_low`, the step must stand out from the
+shot's own steps (`cut_contrast` times their level, the larger of the median step over the `lag`
+frames before and the step after), and most of the picture must have changed (the median block's
+mismatch >= `cut_spread`), not one object: a subject that jumps or wraps around over a plain
+background fails only its own blocks.
 
 Gradual transitions (fades through black, dissolves, wipes): frames `lag` apart (default 8) are
 compared the same way, with the sum of the steps' shifts in between as the candidate shift. Across a
@@ -61,6 +63,7 @@ class BlockMatchConfig:
 
     cut_threshold: float = 0.4
     cut_low: float = 0.25  # a weaker cut that stands out `cut_contrast` times from its shot's steps
+    cut_spread: float = 0.15  # ... and changes most blocks: median block mismatch at least this
     gradual_threshold: float = 0.3
     gradual_margin: float = 0.4
     gradual_min_run: int = 3
@@ -103,6 +106,7 @@ class BlockMatchDetector:
             raise ValueError(f"blockmatch lag must be >= 3 frames, got {self.cfg.lag}")
         self.frames: deque[_Frame] = deque(maxlen=self.cfg.lag + 1)
         self.d1: dict[int, float] = {}
+        self.d1_median: dict[int, float] = {}  # the median block's step mismatch
         self.d2: dict[int, float] = {}
         self.dlag: dict[int, float] = {}
         self.contrast: dict[int, float] = {}
@@ -147,12 +151,21 @@ class BlockMatchDetector:
         given, receives each block's found displacement. `black_is_change`: a picture compared with
         a nearly black frame counts as unrelated (1.0) instead of giving no evidence.
         """
+        value, _, shift = self.compare(a, b, extra, prior, flow, black_is_change)
+        return value, shift
+
+    def compare(self, a: _Frame, b: _Frame, extra: tuple[float, float] | None = None,
+                prior: np.ndarray | None = None, flow: np.ndarray | None = None,
+                black_is_change: bool = False) -> tuple[float, float, tuple]:
+        """:meth:`mismatch` with the median block's mismatch too: `(mismatch, median, shift)` (how much
+        of the picture changed: a jumping object raises the mean, not the median)."""
         cfg = self.cfg
         a_black, b_black = self.is_black(a), self.is_black(b)
         if a_black or b_black:
             # Nearly black frames (the middle of a fade) carry no structure to compare: a picture
             # against black is a change only for the gradual test; two black frames tell nothing.
-            return (1.0 if black_is_change and a_black != b_black else float("nan")), (0.0, 0.0)
+            value = 1.0 if black_is_change and a_black != b_black else float("nan")
+            return value, value, (0.0, 0.0)
         shift = self._phase_shift(a, b)
         cands = [shift]
         if extra is not None and np.hypot(extra[0] - shift[0], extra[1] - shift[1]) > cfg.radius:
@@ -185,8 +198,8 @@ class BlockMatchDetector:
             dc = float(np.abs(b.chroma[y:y + B, x:x + B] - a.chroma[ay:ay + B, ax:ax + B]).mean())
             sims.append(ncc - cfg.chroma_weight * dc)
         if sims:
-            return 1.0 - float(np.mean(sims)), shift
-        return float("nan"), shift  # no textured block: no evidence
+            return 1.0 - float(np.mean(sims)), 1.0 - float(np.median(sims)), shift
+        return float("nan"), float("nan"), shift  # no textured block: no evidence
 
     # ------------------------------------------------------------------ streaming
     def push(self, i: int, rgb: np.ndarray) -> list[tuple[str, int, int]]:
@@ -199,14 +212,14 @@ class BlockMatchDetector:
             prev = self.frames[-1]
             f.flow = np.zeros(f.block_std.shape + (2,), np.float32)
             f.flow[:] = prev.shift
-            self.d1[i], f.shift = self.mismatch(prev, f, prev.shift, prev.flow, f.flow)
+            self.d1[i], self.d1_median[i], f.shift = self.compare(prev, f, prev.shift, prev.flow, f.flow)
         if len(self.frames) >= cfg.lag:
             total = tuple(np.sum([g.shift for g in list(self.frames)[-cfg.lag + 1:]] + [f.shift], axis=0))
             self.dlag[i], _ = self.mismatch(self.frames[-cfg.lag], f, total, black_is_change=True)
         self.frames.append(f)
         self.n = i + 1
         old = i - 6 * cfg.lag  # keep only what the decisions below can still look at
-        for table in (self.d1, self.d2, self.dlag, self.contrast):
+        for table in (self.d1, self.d1_median, self.d2, self.dlag, self.contrast):
             table.pop(old, None)
         if len(self.cuts) > 8:
             del self.cuts[:-8]
@@ -216,7 +229,9 @@ class BlockMatchDetector:
         step = _nz(self.d1.get(j))
         if j >= 1 and step >= min(cfg.cut_threshold, max(cfg.cut_low, cfg.cut_contrast * self._step_level(j))):
             c = min(step, self._d2(j, 1.0 if j == 1 else 0.0), self._d2(i))
-            if c >= cfg.cut_threshold or (c >= cfg.cut_low and step >= cfg.cut_contrast * self._step_level(j)):
+            weak = (c >= cfg.cut_low and step >= cfg.cut_contrast * self._step_level(j)
+                    and _nz(self.d1_median.get(j)) >= cfg.cut_spread)
+            if c >= cfg.cut_threshold or weak:
                 self.cuts.append(j)
                 self.base.clear()  # the new shot has its own level of lag mismatch
                 events.append((CUT, j, j))
