@@ -16,15 +16,16 @@ Phases (each skipped when its output exists, so a killed run resumes; times go t
   4. text encoder a random T5 with a word-level tokenizer (apps/demo/text_encoder.py; one token per word)
   5. train VAE    `apps/train_vae` on a demo-sized Slice VAE (2x spatial compression, 16 px, 5-frame
                   clips, object-weighted loss, posterior started at log-variance -6, the LR decayed over
-                  the share's last quarter), for a share of the time budget
+                  the share's last quarter), for 20 % of the time budget but at least 2400 steps
   6. latents      held-out clips encoded once (validation); training latents + T5 embeddings cached by
                   `apps/train_dit --latent-cache` (ea_dit.latent_cache)
   7. train DiT    `apps/train_dit` on a demo-sized VideoDiT (patch 2, 64 wide, 4 blocks with motion
-                  modules) from the cache, in chunks; after each chunk the held-out prompts are sampled
+                  modules) from the cache, in chunks (35:27 of the time left after the VAE, against the
+                  reward phase); after each chunk the held-out prompts are sampled
                   and scored (match rate against training time)
   8. reward       `python -m ea_data.scoring.world_reward`: a clip classifier of colour and direction trained
                   on the curated clips, then `apps/train_reward`: reward backpropagation of the DiT on the
-                  training prompts (held-out prompts never seen) for a share of the budget
+                  training prompts (held-out prompts never seen) for the rest of the budget
   9. evaluate     eval.json (targets, match rates before / after the reward phase, VAE PSNR, validation
                   loss), samples.png, report.html
 
@@ -75,11 +76,17 @@ SPATIAL_COMPRESSION = 2
 # stopped the early phase: 21.7 dB): 1400 steps gave 27.9 dB against 21.7 dB from the plain start; on a
 # trained VAE, 300 decay steps gave 30.8 dB against 29.3 dB at a constant LR.
 VAE_SCHEDULE = ["--lr", "2e-3", "--posterior-logvar-init", "-6", "--lr-schedule", "wsd", "--decay-fraction", "0.25"]
+# At least this many VAE steps at the default budget (fewer below it), however long they take: measured
+# held-out 31.1 and 31.0 dB after 2737 and 2820 steps in the 4-minute share, 28.7 dB after 1769 steps on the
+# same machine type when it ran 40 % slower. The DiT and reward phases then share the time that is left.
+VAE_MIN_STEPS = 2400
 DIT_CONFIG = dict(hidden_size=64, depth=4, num_heads=4, patch_size=2, motion_num_heads=4, motion_norm_groups=8,
                   motion_max_len=64, prediction_type="v_prediction")
 SAMPLER = {"sampler": "ddim", "steps": 25, "guidance_scale": 4.0}
 SEEDS = (0, 1)
-# Shares of --budget for VAE training, DiT training and reward backpropagation; the rest (about 3.5 minutes
+# Shares of --budget for VAE training, DiT training and reward backpropagation (the DiT and reward phases
+# get these shares of the time actually left when they start, so a slow machine still ends on time); the
+# rest (about 3.5 minutes
 # of the default 20 on 2 cores) is synthesis, curation, captions, caches, the reward classifier and
 # evaluation. Measured (README): held-out colour stays near 65-80 % with DiT steps alone (from 2000 to 9900
 # steps in a 60-minute run), and reward backpropagation with the world reward lifts it to 84-94 % in 60-130
@@ -90,6 +97,10 @@ VAE_SHARE, DIT_SHARE, REWARD_SHARE = 0.2, 0.35, 0.27
 # Reward backpropagation LR, measured on one DiT (3497 steps; 16 held-out triples x 8 seeds, 324 s of reward
 # training each): 1e-4 -> colour 93.8 %, direction 95.3 % (144 iterations); 2e-4 -> 97.7 %, 95.3 % (136).
 REWARD_LR = "2e-4"
+# Reserves of the budget, measured on 2 cores at 20 minutes: after the VAE, everything but DiT and reward
+# training (3 chunk evaluations ~15 s, reward classifier ~40 s, final evaluation and report ~20 s); after the
+# reward classifier, only the final evaluation and report.
+RESERVE_SHARE, FINAL_RESERVE_SHARE = 0.075, 0.03
 TARGETS = {"color": 0.9, "direction": 0.7, "vae_psnr": 30.0, "minutes": 20.0}
 
 
@@ -98,9 +109,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     p.add_argument("--budget", type=float, default=20.0,
-                   help="wall-clock minutes for the whole run (default 20); VAE training, DiT training and "
-                        f"reward backpropagation get {int(100 * VAE_SHARE)} %%, {int(100 * DIT_SHARE)} %% and "
-                        f"{int(100 * REWARD_SHARE)} %% of it")
+                   help="wall-clock minutes for the whole run (default 20; a resumed run gets it again for what "
+                        f"is left). VAE training gets {int(100 * VAE_SHARE)} %% of it, but at least "
+                        f"{VAE_MIN_STEPS} steps (fewer for budgets below 20); DiT training and reward "
+                        "backpropagation then split the time left "
+                        f"{int(100 * DIT_SHARE)}:{int(100 * REWARD_SHARE)} (about {int(100 * DIT_SHARE)} %% and "
+                        f"{int(100 * REWARD_SHARE)} %% of the budget on an idle 2-core machine)")
     p.add_argument("--videos", type=int, default=80, help="raw videos of the demo world (default 80, 5 scenes each)")
     p.add_argument("--images", type=int, default=120, help="raw still images (default 120)")
     p.add_argument("--dit-chunks", type=int, default=3,
@@ -193,7 +207,8 @@ def main(argv=None) -> int:
     if not (vae_dir / "final" / "config.json").exists():
         init = _save_init_vae(out / "vae_init")
         phases.run("train VAE", [py, str(APPS / "train_vae"), "--vae", str(init), "--out", str(vae_dir),
-                                 "--steps", "100000", "--time-limit", str(round(VAE_SHARE * budget)), "--batch-size", "8",
+                                 "--steps", "100000", "--time-limit", str(round(VAE_SHARE * budget)),
+                                 "--min-steps", str(round(VAE_MIN_STEPS * min(1.0, a.budget / 20))), "--batch-size", "8",
                                  "--frames", str(FRAMES), "--frame-stride", str(STRIDE), "--image-video-ratio", "0",
                                  *VAE_SCHEDULE, "--object-weight", "20", "--save-every", "200",
                                  "--log-every", "10", *common])
@@ -215,7 +230,9 @@ def main(argv=None) -> int:
     _write_run_json(out)
     curve_path = out / "match_curve.json"
     curve = json.loads(curve_path.read_text()) if curve_path.exists() else []
-    chunk = DIT_SHARE * budget / a.dit_chunks
+    # the DiT's part of the training time left (after a slow VAE phase, less than DIT_SHARE of the budget)
+    left = _time_left(start, budget) * DIT_SHARE / (DIT_SHARE + REWARD_SHARE)
+    chunk = max(1.0, left / max(1, a.dit_chunks - len(curve)))
     from evaluate import evaluate_run
 
     result = None  # the newest evaluation of the run's current DiT (with its samples saved)
@@ -240,7 +257,7 @@ def main(argv=None) -> int:
 
     reward = None
     if a.reward:
-        reward = _reward_backprop(out, phases, py, curve, a, budget)
+        reward = _reward_backprop(out, phases, py, curve, a, start, budget)
         _write_run_json(out, dit=REWARD_DIT)
         result = None  # a new DiT: evaluate it
     from report import write_report
@@ -342,11 +359,17 @@ def _write_run_json(out: Path, dit: str = "dit/final") -> None:
         "prompt_function": "ea_data.synthetic.demo_caption", "held_out": [list(t) for t in HELD_OUT]})
 
 
-REWARD_DIT = "dit_reward/dit"
-REWARD_MODEL_STEPS = 600  # reward classifier steps at the default budget (about 40 s on 2 cores; fewer below)  # the DiT after reward backpropagation (run.json's "dit" once it exists)
+REWARD_DIT = "dit_reward/dit"  # the DiT after reward backpropagation (run.json's "dit" once it exists)
+REWARD_MODEL_STEPS = 600  # reward classifier steps at the default budget (about 40 s on 2 cores; fewer below)
 
 
-def _reward_backprop(out: Path, phases: Phases, py: str, curve: list, a, budget: float) -> dict:
+def _time_left(start: float, budget: float) -> float:
+    """Seconds of the budget left for training: the budget less the time spent since `start` and a reserve for
+    what follows the training phases (evaluations, the reward classifier, report; ~1.5 min at 20 minutes)."""
+    return budget - (time.time() - start) - RESERVE_SHARE * budget
+
+
+def _reward_backprop(out: Path, phases: Phases, py: str, curve: list, a, start: float, budget: float) -> dict:
     """Train the demo world's reward (a colour + direction classifier of clips, ea_data.scoring.world_reward)
     on the training clips, then post-train the DiT by reward backpropagation (apps/train_reward) on the
     training triples' prompts; held-out prompts stay unseen. Returns what to report (before = the last
@@ -363,6 +386,8 @@ def _reward_backprop(out: Path, phases: Phases, py: str, curve: list, a, budget:
         prompts = out / "reward_prompts.txt"
         atomic_write_text(prompts, "\n".join(demo_caption(*t) for t in demo_triples()) + "\n")
         shutil.rmtree(post, ignore_errors=True)  # a run killed mid-way starts its post-training again
+        # what is left of the budget (the classifier's time is spent); the final evaluation's reserve stays
+        reward_time = max(1, round(_time_left(start, budget) + (RESERVE_SHARE - FINAL_RESERVE_SHARE) * budget))
         phases.run("reward backprop", [py, str(APPS / "train_reward"), "--dit", str(out / "dit" / "final"),
                                        "--vae", str(out / "vae" / "final"), "--text-encoder",
                                        str(out / "text_encoder"), "--reward", str(reward_dir), "--prompts-file",
@@ -370,7 +395,7 @@ def _reward_backprop(out: Path, phases: Phases, py: str, curve: list, a, budget:
                                        str(FRAMES), "--steps", str(SAMPLER["steps"]), "--guidance-scale",
                                        str(SAMPLER["guidance_scale"]), "--scored-latents", str(FRAMES),
                                        "--grad-steps", "last_k", "--grad-k", "2", "--train", "all", "--lr", REWARD_LR,
-                                       "--iters", "100000", "--time-limit", str(round(REWARD_SHARE * budget)),
+                                       "--iters", "100000", "--time-limit", str(reward_time),
                                        "--device", a.device])
     rows = [json.loads(x) for x in (post / "metrics.jsonl").read_text().splitlines() if x.strip()]
     return {"reward": "demo_world: (p(colour asked) + p(direction asked)) / 2 of a clip classifier, max 1",

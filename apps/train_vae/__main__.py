@@ -57,7 +57,7 @@ from ea_vae.metrics import psnr, ssim
 from ea_vae.video_io import tensor_to_frames, write_video
 
 MAY_CHANGE = frozenset({"steps", "time_limit", "log_every", "save_every", "device", "num_workers", "tensorboard", "parallel",
-                        "batch_size"})
+                        "batch_size", "min_steps"})
 
 
 @dataclass
@@ -94,6 +94,7 @@ class TrainVAEConfig:
     save_every: int = 50
     tensorboard: bool = True
     time_limit: float = 0.0  # seconds of training after which the run stops early and saves (0: none)
+    min_steps: int = 0  # with --time-limit: train at least this many steps, however long they take
     posterior_logvar_init: float = 0.0  # fresh runs: start the posterior's log-variance here (0: as initialised)
     object_weight: float = 0.0  # extra reconstruction weight on pixels unlike their frame's median colour
 
@@ -119,6 +120,8 @@ def parse_args(argv=None) -> TrainVAEConfig:
                                       "this (SliceVAE.init_posterior_logvar; e.g. -6: std ~0.05 instead of ~1, so "
                                       "reconstructions improve from the first steps); 0: leave the VAE as it is")
     helps["time_limit"] = "stop after this many seconds of training (checkpoint and final/ as at --steps); 0: none"
+    helps["min_steps"] = ("with --time-limit: train at least this many steps (a slow machine takes longer instead of "
+                          "stopping early); the LR schedule then follows whichever of time and these steps is behind")
     return parse_config(TrainVAEConfig, argv, "uv run apps/train_vae", __doc__, helps,
                         {"model": ("tiny", "base"), "stage": ("full", "decoder"), "clip_start": ("random", "centre"),
                          "slicing": ("none", "streaming", "shared"), "parallel": ("ddp", "fsdp"),
@@ -221,9 +224,9 @@ def train(cfg: TrainVAEConfig) -> Path:
         bar.update(1)
         if cfg.time_limit > 0:
             elapsed = all_reduce_mean(torch.tensor([time.perf_counter() - started], device=device)).item()
-        out_of_time = cfg.time_limit > 0 and elapsed >= cfg.time_limit
+        out_of_time = cfg.time_limit > 0 and elapsed >= cfg.time_limit and step >= cfg.min_steps
         if out_of_time:
-            print(f"train_vae: --time-limit {cfg.time_limit:g} s reached at step {step}")
+            print(f"train_vae: --time-limit {cfg.time_limit:g} s reached at step {step} ({elapsed:.0f} s)")
         last = step == cfg.steps or out_of_time
         if step % cfg.log_every == 0 or last:
             with torch.no_grad():
@@ -259,10 +262,20 @@ def train(cfg: TrainVAEConfig) -> Path:
 
 @torch.no_grad()
 def run_progress(cfg: TrainVAEConfig, step: int, elapsed: float) -> float:
-    """Fraction of the run done after `step` steps and `elapsed` seconds: the further along of the step
-    count (after the warm-up) and, with a time limit, the elapsed time (the LR schedule follows it)."""
-    done = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return max(done, elapsed / cfg.time_limit) if cfg.time_limit > 0 else done
+    """Fraction of the run done after `step` steps and `elapsed` seconds (the LR schedule follows it).
+
+    The run ends at --steps, or once the time limit has passed and --min-steps are done: its progress
+    is the further along of `step / steps` and the time limit's part, which is the elapsed fraction of
+    the limit or, when --min-steps are still ahead, the smaller of that and `step / min_steps`.
+    (Steps count after the warm-up.)"""
+    w = cfg.warmup_steps
+    done = (step - w) / max(1, cfg.steps - w)
+    if cfg.time_limit <= 0:
+        return done
+    timed = elapsed / cfg.time_limit
+    if cfg.min_steps > 0:
+        timed = min(timed, (step - w) / max(1, cfg.min_steps - w))
+    return max(done, timed)
 
 
 def reconstruct_samples(vae, x: torch.Tensor, out: Path, psnr, ssim) -> dict:

@@ -68,19 +68,25 @@ def test_train_vae_cosine_schedule_follows_the_closed_form(tmp_path, tiny_shards
 @pytest.mark.slow
 def test_train_vae_wsd_schedule_and_posterior_logvar_init(tmp_path, tiny_shards, tiny_models):
     """--lr-schedule wsd --decay-fraction 0.5: the full LR for the first half of the run, then linear to 0
-    (logged lr); --posterior-logvar-init -6 starts the posterior's log-variance bias there (Adam's 4 steps
-    of 1e-3 move it by at most ~4e-3)."""
+    (logged lr). The run is a time limit already passed after its first step with --min-steps 4 (of
+    --steps 8): it stops at step 4, and its schedule follows those 4 steps. --posterior-logvar-init -6
+    starts the posterior's log-variance bias there (Adam's 4 steps of 1e-3 move it by at most ~4e-3)."""
     import json
     import math
 
     app = load_app("train_vae")
     cfg = app.parse_args(["--data", str(tiny_shards), "--vae", str(tiny_models["vae"]), "--out", str(tmp_path / "run"),
-                          "--steps", "4", "--size", "32", "--frames", "5", "--no-tensorboard", "--lr", "1e-3",
+                          "--steps", "8", "--size", "32", "--frames", "5", "--no-tensorboard", "--lr", "1e-3",
                           "--lr-schedule", "wsd", "--decay-fraction", "0.5", "--log-every", "1",
-                          "--posterior-logvar-init", "-6"])
+                          "--posterior-logvar-init", "-6", "--time-limit", "1e-6", "--min-steps", "4"])
+    assert app.run_progress(cfg, 2, elapsed=1.0) == 0.5  # the steps behind the time: they set the pace
+    fast = app.parse_args(["--steps", "100", "--time-limit", "10", "--min-steps", "4"])
+    assert app.run_progress(fast, 3, elapsed=5.0) == 0.5  # time behind the min steps: it sets the pace
+    assert app.run_progress(fast, 50, elapsed=1.0) == 0.5  # --steps further along than the time limit
     final = app.train(cfg)
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     # progress of the update ending at logged step s is (s - 1) / 4: 0, 0.25, 0.5 (last full), 0.75 (half)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
     for r, e in zip(rows, [1e-3, 1e-3, 1e-3, 5e-4]):
         assert math.isclose(r["lr"], e, rel_tol=1e-9), (r["lr"], e)
     bias = load_file(final / "model.safetensors")["quant_conv.bias"]
