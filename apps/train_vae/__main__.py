@@ -260,7 +260,6 @@ def train(cfg: TrainVAEConfig) -> Path:
     return final
 
 
-@torch.no_grad()
 def run_progress(cfg: TrainVAEConfig, step: int, elapsed: float) -> float:
     """Fraction of the run done after `step` steps and `elapsed` seconds (the LR schedule follows it).
 
@@ -278,6 +277,7 @@ def run_progress(cfg: TrainVAEConfig, step: int, elapsed: float) -> float:
     return max(done, timed)
 
 
+@torch.no_grad()
 def reconstruct_samples(vae, x: torch.Tensor, out: Path, psnr, ssim) -> dict:
     """Write input | reconstruction side by side (mp4 + gif) and return PSNR / SSIM of the batch."""
     vae.enable_slicing()

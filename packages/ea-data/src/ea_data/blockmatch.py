@@ -227,10 +227,10 @@ class BlockMatchDetector:
         # made when the first one fails (most frames need one comparison).
         j = i - 1
         step = _nz(self.d1.get(j))
-        if j >= 1 and step >= min(cfg.cut_threshold, max(cfg.cut_low, cfg.cut_contrast * self._step_level(j))):
+        stands_out = j >= 1 and step >= cfg.cut_contrast * self._step_level(j)
+        if j >= 1 and (step >= cfg.cut_threshold or (stands_out and step >= cfg.cut_low)):
             c = min(step, self._d2(j, 1.0 if j == 1 else 0.0), self._d2(i))
-            weak = (c >= cfg.cut_low and step >= cfg.cut_contrast * self._step_level(j)
-                    and _nz(self.d1_median.get(j)) >= cfg.cut_spread)
+            weak = stands_out and c >= cfg.cut_low and _nz(self.d1_median.get(j)) >= cfg.cut_spread
             if c >= cfg.cut_threshold or weak:
                 self.cuts.append(j)
                 self.base.clear()  # the new shot has its own level of lag mismatch
