@@ -111,3 +111,48 @@ def test_classifier_checks_its_input():
         WorldReward(WorldClassifier())(torch.zeros(2, 3, 5, 16, 16), ["a red star moves up"])
     with pytest.raises(ValueError, match="channels"):
         WorldClassifierConfig(channels=(16,))
+
+
+def test_color_coverage_is_the_evaluators_colour_criterion_made_soft():
+    from ea_data.clip_eval import color_masks
+    from ea_data.scoring.world_reward import color_coverage
+
+    x, prompts = _clips(HELD_OUT, seed=5)
+    colours = [c for c, _, _ in HELD_OUT]
+    # near-hard membership: the capped count of clip_eval's colour pixels (numpy, an independent reference)
+    hard = color_coverage(x, colours, pixels=4.0, softness=1e-3)
+    ref = [np.minimum(color_masks(v.numpy(), c).sum(axis=(1, 2)) / 4.0, 1).mean() for v, c in zip(x, colours)]
+    np.testing.assert_allclose(hard.numpy(), ref, atol=1e-4)
+    # the generator's clips show their colour in every frame; a clip of the background alone does not
+    assert (color_coverage(x, colours) > 0.95).all()
+    background = torch.full_like(x, -0.6)  # dark grey, as the world's backgrounds
+    assert (color_coverage(background, colours) < 0.02).all()  # 256 pixels >= 80 units beyond the tolerance
+    # another colour than the object's: its far colours earn (almost) nothing
+    far = {"red": "cyan", "green": "purple", "blue": "yellow", "yellow": "blue", "purple": "green",
+           "orange": "blue", "cyan": "red", "white": "blue"}
+    assert (color_coverage(x, [far[c] for c in colours]) < 0.05).all()
+    # a faded object (half background) earns part, and the gradient points towards the asked colour
+    faded = (0.5 * x + 0.5 * background).requires_grad_(True)
+    cov = color_coverage(faded, colours)
+    assert (cov < 0.9).any()
+    cov.sum().backward()
+    step = (faded + 0.05 * faded.grad / faded.grad.abs().amax()).detach()
+    assert color_coverage(step, colours).sum() > cov.sum() + 0.1
+    with pytest.raises(ValueError, match="unknown colours"):
+        color_coverage(x[:1], ["pink"])
+
+
+def test_world_reward_adds_coverage_and_saves_its_settings(tmp_path):
+    from ea_data.scoring.world_reward import color_coverage
+
+    torch.manual_seed(0)
+    model = WorldClassifier(WorldClassifierConfig(channels=(4, 8)))
+    x, prompts = _clips(HELD_OUT[:4], seed=2)
+    plain = WorldReward(model)(x, prompts)
+    with_cov = load_reward(save_world_reward(model, tmp_path / "r", coverage_weight=2.0, coverage_pixels=3.0))
+    assert with_cov.coverage_weight == 2.0 and with_cov.coverage_pixels == 3.0
+    cov = color_coverage(x, [c for c, _, _ in HELD_OUT[:4]], pixels=3.0)
+    with torch.no_grad():
+        torch.testing.assert_close(with_cov(x, prompts), (2 * plain + 2 * cov) / 4)
+    with pytest.raises(ValueError, match="coverage_weight"):
+        WorldReward(model, coverage_weight=-1)

@@ -27,6 +27,8 @@ import numpy as np
 
 from .synthetic import COLOR_NAMES, DIRECTIONS
 
+#: RGB distance (0..255 units) within which a pixel is the colour it is nearest to among COLOR_NAMES.
+COLOR_TOLERANCE = 60.0
 _PALETTE = np.array(list(COLOR_NAMES.values()), np.float32)  # (K, 3)
 _NAMES = list(COLOR_NAMES)
 
@@ -41,7 +43,7 @@ def _to_frames(video) -> np.ndarray:
     return np.clip((v.transpose(1, 2, 3, 0) + 1) * 127.5, 0, 255)
 
 
-def color_masks(video, color: str, color_tolerance: float = 60.0) -> np.ndarray:
+def color_masks(video, color: str, color_tolerance: float = COLOR_TOLERANCE) -> np.ndarray:
     """Boolean `(F, H, W)`: the pixels of `video` (3, F, H, W) in [-1, 1] that are the named `color`."""
     if color not in COLOR_NAMES:
         raise ValueError(f"unknown colour {color!r}; choose one of {_NAMES}")
@@ -59,7 +61,7 @@ def _largest_blob(mask: np.ndarray) -> np.ndarray:
     return labels == 1 + int(stats[1:, cv2.CC_STAT_AREA].argmax())
 
 
-def evaluate_clip(video, color: str, direction: str | None = None, *, color_tolerance: float = 60.0,
+def evaluate_clip(video, color: str, direction: str | None = None, *, color_tolerance: float = COLOR_TOLERANCE,
                   min_fraction: float = 0.008, min_travel: float = 0.05) -> dict:
     """Measure one clip. `video`: (3, F, H, W) in [-1, 1]; `color` a COLOR_NAMES key; `direction` the asked
     direction (one of DIRECTIONS) or None (then `direction_match` is None).

@@ -7,9 +7,13 @@ are the labels) and writes a reward folder (`reward.json` + `classifier.safetens
 :func:`ea_data.scoring.rewards.load_reward` loads as a :class:`WorldReward`:
 
     reward(videos, prompts) -> (B,)    videos: (B, 3, F, H, W) in [-1, 1]; prompts: B demo captions
-    reward = (p(colour asked) + p(direction asked)) / 2  in [0, 1],  max_reward = 1
+    reward = (p(colour asked) + p(direction asked) + w * coverage) / (2 + w)  in [0, 1],  max_reward = 1
 
 It scores whole clips (`scores_video = True`): direction is a property of the clip, not of a frame.
+`coverage` (:func:`color_coverage`, weight `w` = `--coverage-weight`, 0 turns it off) asks for the object
+itself: per frame, a soft count of the pixels that are the asked colour, up to `--coverage-pixels`. The
+classifier alone pays a faint object (a few blurred pixels of a small star) nearly in full, since its
+colour is still recognisable, and so gives reward backpropagation no reason to draw it clearly.
 
 What keeps it from rewarding the wrong thing: besides the labelled clips, each training batch holds
 - the same clips with the object removed (each pixel's median over the frames, the background only) with
@@ -37,9 +41,11 @@ from torch import nn
 from ea_core.atomic import atomic_directory
 from ea_core.files import POSITIVE, check_fields, load_safetensors
 from ea_data.batches import video_loader
+from ea_data.clip_eval import COLOR_TOLERANCE
 from ea_data.synthetic import COLOR_NAMES, DIRECTIONS, parse_demo_caption
 
-__all__ = ["WorldClassifier", "WorldClassifierConfig", "WorldReward", "labelled_clips", "load_world_reward",
+__all__ = ["WorldClassifier", "WorldClassifierConfig", "WorldReward", "color_coverage", "labelled_clips",
+           "load_world_reward",
            "random_batches", "save_world_reward", "train_world_classifier", "world_targets"]
 
 WEIGHTS_NAME = "classifier.safetensors"
@@ -86,15 +92,52 @@ class WorldClassifier(nn.Module):
         return self.color_head(h), self.direction_head(h)
 
 
+def color_coverage(videos: torch.Tensor, colors: Sequence[str], pixels: float = 4.0,
+                   tolerance: float = COLOR_TOLERANCE, softness: float = 10.0) -> torch.Tensor:
+    """How much of each clip shows its asked colour: a differentiable version of the colour criterion of
+    :func:`ea_data.clip_eval.color_masks` (a pixel is the colour when it lies within `tolerance` RGB units of
+    it and nearer to it than to any other `COLOR_NAMES` colour).
+
+    A pixel's membership is `sigmoid((tolerance - d) / softness) * softmax_k(-d_k / softness)[asked]` (d in
+    0..255 RGB units); a frame's soft count of members, divided by `pixels` and capped at 1, is its
+    coverage; the clip's is the mean over frames.
+
+    videos `(B, 3, F, H, W)` in [-1, 1], colors B `COLOR_NAMES` keys -> `(B,)` in [0, 1].
+    """
+    if videos.dim() != 5 or videos.shape[1] != 3:
+        raise ValueError(f"color_coverage: expected videos (B, 3, F, H, W), got shape {tuple(videos.shape)}")
+    if len(colors) != videos.shape[0]:
+        raise ValueError(f"color_coverage: {videos.shape[0]} videos but {len(colors)} colours")
+    if pixels <= 0 or softness <= 0:
+        raise ValueError(f"color_coverage: pixels ({pixels}) and softness ({softness}) must be > 0")
+    names = list(COLOR_NAMES)
+    unknown = sorted({c for c in colors if c not in COLOR_NAMES})
+    if unknown:
+        raise ValueError(f"color_coverage: unknown colours {unknown}; choose from {names}")
+    palette = torch.tensor(list(COLOR_NAMES.values()), dtype=torch.float32, device=videos.device)  # (K, 3)
+    rgb = (videos.float() + 1) * 127.5  # (B, 3, F, H, W)
+    d = ((rgb[:, None] - palette[None, :, :, None, None, None]) ** 2).sum(2).add(1e-6).sqrt()  # (B, K, F, H, W)
+    k = torch.tensor([names.index(c) for c in colors], device=videos.device)[:, None, None, None, None]
+    d_asked = d.gather(1, k.expand(-1, 1, *d.shape[2:]))[:, 0]
+    nearest = (-d / softness).softmax(1).gather(1, k.expand(-1, 1, *d.shape[2:]))[:, 0]
+    member = torch.sigmoid((tolerance - d_asked) / softness) * nearest  # (B, F, H, W)
+    return (member.sum((-2, -1)) / pixels).clamp(max=1).mean(-1)
+
+
 class WorldReward(nn.Module):
-    """`(p(colour asked) + p(direction asked)) / 2` of a frozen :class:`WorldClassifier`; max 1."""
+    """`(p(colour asked) + p(direction asked) + coverage_weight * coverage) / (2 + coverage_weight)` of a frozen
+    :class:`WorldClassifier` and :func:`color_coverage` (`coverage_pixels`); max 1."""
 
     scores_video = True
     max_reward = 1.0
 
-    def __init__(self, classifier: WorldClassifier):
+    def __init__(self, classifier: WorldClassifier, coverage_weight: float = 0.0, coverage_pixels: float = 4.0):
         super().__init__()
+        if coverage_weight < 0 or coverage_pixels <= 0:
+            raise ValueError(f"WorldReward: coverage_weight ({coverage_weight}) must be >= 0 and coverage_pixels "
+                             f"({coverage_pixels}) > 0")
         self.classifier = classifier.eval().requires_grad_(False)
+        self.coverage_weight, self.coverage_pixels = float(coverage_weight), float(coverage_pixels)
 
     def forward(self, videos: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         """videos `(B, 3, F, H, W)` in [-1, 1], prompts B demo captions -> `(B,)` rewards in [0, 1]."""
@@ -107,7 +150,10 @@ class WorldReward(nn.Module):
         color_logits, direction_logits = self.classifier(videos)
         p_color = color_logits.float().softmax(-1).gather(1, ci[:, None])[:, 0]
         p_direction = direction_logits.float().softmax(-1).gather(1, di[:, None])[:, 0]
-        return (p_color + p_direction) / 2
+        if not self.coverage_weight:
+            return (p_color + p_direction) / 2
+        coverage = color_coverage(videos, [c for c, _, _ in asked], self.coverage_pixels)
+        return (p_color + p_direction + self.coverage_weight * coverage) / (2 + self.coverage_weight)
 
 
 def world_targets(videos: torch.Tensor, prompts: Sequence[str], config: WorldClassifierConfig
@@ -164,10 +210,13 @@ def train_world_classifier(batches: Iterable[tuple[torch.Tensor, Sequence[str]]]
     return model.eval()
 
 
-def save_world_reward(classifier: WorldClassifier, folder: str | os.PathLike) -> Path:
-    """Write `folder/reward.json` ({"kind": "demo_world", ...}) and the weights, atomically (the folder is
-    replaced whole)."""
-    spec = {"kind": "demo_world", "weights": WEIGHTS_NAME, "config": asdict(classifier.config)}
+def save_world_reward(classifier: WorldClassifier, folder: str | os.PathLike, coverage_weight: float = 0.0,
+                      coverage_pixels: float = 4.0) -> Path:
+    """Write `folder/reward.json` ({"kind": "demo_world", ...}, with the :class:`WorldReward` coverage settings)
+    and the weights, atomically (the folder is replaced whole)."""
+    WorldReward(classifier, coverage_weight, coverage_pixels)  # checks the settings
+    spec = {"kind": "demo_world", "weights": WEIGHTS_NAME, "config": asdict(classifier.config),
+            "coverage_weight": coverage_weight, "coverage_pixels": coverage_pixels}
     with atomic_directory(folder) as tmp:
         save_file({k: v.contiguous() for k, v in classifier.state_dict().items()}, tmp / WEIGHTS_NAME)
         (tmp / "reward.json").write_text(json.dumps(spec, indent=1))
@@ -175,10 +224,10 @@ def save_world_reward(classifier: WorldClassifier, folder: str | os.PathLike) ->
 
 
 def load_world_reward(folder: Path, spec: dict, device) -> WorldReward:
-    """The `load_reward` loader of kind "demo_world"."""
+    """The `load_reward` loader of kind "demo_world" (a spec without coverage settings: the classifier alone)."""
     classifier = WorldClassifier(WorldClassifierConfig(**spec.get("config", {})))
     classifier.load_state_dict(load_safetensors(Path(folder) / spec.get("weights", WEIGHTS_NAME)))
-    return WorldReward(classifier).to(device)
+    return WorldReward(classifier, spec.get("coverage_weight", 0.0), spec.get("coverage_pixels", 4.0)).to(device)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -224,8 +273,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-clips", type=int, default=4096, help="clips read from --data, once (default 4096)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--coverage-weight", type=float, default=0.0,
+                   help="weight of the colour-coverage term in the reward (see color_coverage; default 0: the "
+                        "classifier alone)")
+    p.add_argument("--coverage-pixels", type=float, default=4.0,
+                   help="pixels of the asked colour per frame that earn full coverage (default 4)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
+    if a.coverage_weight < 0 or a.coverage_pixels <= 0:
+        print(f"error: --coverage-weight {a.coverage_weight} must be >= 0 and --coverage-pixels "
+              f"{a.coverage_pixels} > 0", file=sys.stderr)
+        return 2
     if not Path(a.data).exists():
         print(f"error: --data {a.data} does not exist", file=sys.stderr)
         return 2
@@ -235,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(captions)} labelled clips of shape {tuple(clips.shape[1:])} from {a.data}")
     model = train_world_classifier(random_batches(clips, captions, a.batch_size, a.seed), a.steps, lr=a.lr,
                                    seed=a.seed)
-    print(f"wrote {save_world_reward(model, a.out)}")
+    print(f"wrote {save_world_reward(model, a.out, a.coverage_weight, a.coverage_pixels)}")
     return 0
 
 
