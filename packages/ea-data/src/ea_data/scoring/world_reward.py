@@ -273,9 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-clips", type=int, default=4096, help="clips read from --data, once (default 4096)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--coverage-weight", type=float, default=0.0,
-                   help="weight of the colour-coverage term in the reward (see color_coverage; default 0: the "
-                        "classifier alone)")
+    p.add_argument("--coverage-weight", type=float, default=2.0,
+                   help="weight of the colour-coverage term in the reward (see color_coverage; default 2, as the "
+                        "demo; 0: the classifier alone)")
     p.add_argument("--coverage-pixels", type=float, default=4.0,
                    help="pixels of the asked colour per frame that earn full coverage (default 4)")
     p.add_argument("--seed", type=int, default=0)
