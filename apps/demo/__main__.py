@@ -99,7 +99,7 @@ VAE_SHARE, DIT_SHARE, REWARD_SHARE = 0.2, 0.35, 0.27
 # Reward backpropagation LR, measured on one DiT (3497 steps; 16 held-out triples x 8 seeds, 324 s of reward
 # training each): 1e-4 -> colour 93.8 %, direction 95.3 % (144 iterations); 2e-4 -> 97.7 %, 95.3 % (136).
 # With the coverage term, on two default runs' DiTs (5.4 min each, 16 triples x 8 seeds): 2e-4 -> colour 96.1 and
-# 87.5 %, direction 92.2 and 89.1 %; 4e-4 -> colour 97.7 and 94.5 %, direction 93.8 and 96.1 %.
+# 87.5 %, direction 92.2 and 89.8 %; 4e-4 -> colour 97.7 and 94.5 %, direction 93.0 and 96.1 %.
 REWARD_LR = "4e-4"
 # Reserves of the budget, measured on 2 cores at 20 minutes: after the VAE, everything but DiT and reward
 # training (3 chunk evaluations ~15 s, reward classifier ~40 s, final evaluation and report ~20 s); after the

@@ -10,7 +10,7 @@ The demo world (what `uv run apps/demo` does after its DiT; its reward scores wh
     uv run apps/train_reward --dit runs/demo/dit/final --vae runs/demo/vae/final \
         --text-encoder runs/demo/text_encoder --reward runs/demo/reward --prompts-file prompts.txt \
         --batch-prompts 16 --frames 5 --steps 25 --guidance-scale 4 --scored-latents 5 \
-        --grad-steps last_k --grad-k 2 --train all --lr 2e-4 --time-limit 300 --out runs/demo/dit_reward
+        --grad-steps last_k --grad-k 2 --train all --lr 4e-4 --time-limit 300 --out runs/demo/dit_reward
 
 Each iteration samples one video per prompt (all of them, or `--batch-prompts` drawn from `--prompt` and
 `--prompts-file`) with classifier-free guidance under autograd, keeping
