@@ -14,7 +14,8 @@ and takes `videos (B, 3, F, H, W)` and B prompts instead. Built in:
   HPS v2 style (a CLIP fine-tuned on human preference pairs; scale 1, max 1) and PickScore style (scale
   = the model's learned logit scale, ~100; max = scale).
 - :class:`ea_data.scoring.world_reward.WorldReward` (kind "demo_world") - a small video classifier of the
-  demo world's colour and direction, trained on its clips; scores clips, max 1.
+  demo world's colour and direction, trained on its clips, with an optional colour-coverage term; scores
+  clips, max 1.
 
 :func:`load_reward` builds one from a folder holding `reward.json`, e.g.
 

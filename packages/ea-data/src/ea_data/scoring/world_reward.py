@@ -45,8 +45,7 @@ from ea_data.clip_eval import COLOR_TOLERANCE
 from ea_data.synthetic import COLOR_NAMES, DIRECTIONS, parse_demo_caption
 
 __all__ = ["WorldClassifier", "WorldClassifierConfig", "WorldReward", "color_coverage", "labelled_clips",
-           "load_world_reward",
-           "random_batches", "save_world_reward", "train_world_classifier", "world_targets"]
+           "load_world_reward", "random_batches", "save_world_reward", "train_world_classifier", "world_targets"]
 
 WEIGHTS_NAME = "classifier.safetensors"
 
@@ -124,6 +123,11 @@ def color_coverage(videos: torch.Tensor, colors: Sequence[str], pixels: float = 
     return (member.sum((-2, -1)) / pixels).clamp(max=1).mean(-1)
 
 
+def _check_coverage(weight: float, pixels: float) -> None:
+    if weight < 0 or pixels <= 0:
+        raise ValueError(f"WorldReward: coverage_weight ({weight}) must be >= 0 and coverage_pixels ({pixels}) > 0")
+
+
 class WorldReward(nn.Module):
     """`(p(colour asked) + p(direction asked) + coverage_weight * coverage) / (2 + coverage_weight)` of a frozen
     :class:`WorldClassifier` and :func:`color_coverage` (`coverage_pixels`); max 1."""
@@ -133,9 +137,7 @@ class WorldReward(nn.Module):
 
     def __init__(self, classifier: WorldClassifier, coverage_weight: float = 0.0, coverage_pixels: float = 4.0):
         super().__init__()
-        if coverage_weight < 0 or coverage_pixels <= 0:
-            raise ValueError(f"WorldReward: coverage_weight ({coverage_weight}) must be >= 0 and coverage_pixels "
-                             f"({coverage_pixels}) > 0")
+        _check_coverage(coverage_weight, coverage_pixels)
         self.classifier = classifier.eval().requires_grad_(False)
         self.coverage_weight, self.coverage_pixels = float(coverage_weight), float(coverage_pixels)
 
@@ -214,7 +216,7 @@ def save_world_reward(classifier: WorldClassifier, folder: str | os.PathLike, co
                       coverage_pixels: float = 4.0) -> Path:
     """Write `folder/reward.json` ({"kind": "demo_world", ...}, with the :class:`WorldReward` coverage settings)
     and the weights, atomically (the folder is replaced whole)."""
-    WorldReward(classifier, coverage_weight, coverage_pixels)  # checks the settings
+    _check_coverage(coverage_weight, coverage_pixels)
     spec = {"kind": "demo_world", "weights": WEIGHTS_NAME, "config": asdict(classifier.config),
             "coverage_weight": coverage_weight, "coverage_pixels": coverage_pixels}
     with atomic_directory(folder) as tmp:
