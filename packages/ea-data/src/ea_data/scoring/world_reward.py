@@ -48,6 +48,7 @@ __all__ = ["WorldClassifier", "WorldClassifierConfig", "WorldReward", "color_cov
            "load_world_reward", "random_batches", "save_world_reward", "train_world_classifier", "world_targets"]
 
 WEIGHTS_NAME = "classifier.safetensors"
+COVERAGE_PIXELS = 4.0  # pixels of the asked colour per frame that earn full coverage (a GT star shows 4-9)
 
 
 @dataclass
@@ -91,7 +92,7 @@ class WorldClassifier(nn.Module):
         return self.color_head(h), self.direction_head(h)
 
 
-def color_coverage(videos: torch.Tensor, colors: Sequence[str], pixels: float = 4.0,
+def color_coverage(videos: torch.Tensor, colors: Sequence[str], pixels: float = COVERAGE_PIXELS,
                    tolerance: float = COLOR_TOLERANCE, softness: float = 10.0) -> torch.Tensor:
     """How much of each clip shows its asked colour: a differentiable version of the colour criterion of
     :func:`ea_data.clip_eval.color_masks` (a pixel is the colour when it lies within `tolerance` RGB units of
@@ -135,7 +136,8 @@ class WorldReward(nn.Module):
     scores_video = True
     max_reward = 1.0
 
-    def __init__(self, classifier: WorldClassifier, coverage_weight: float = 0.0, coverage_pixels: float = 4.0):
+    def __init__(self, classifier: WorldClassifier, coverage_weight: float = 0.0,
+                 coverage_pixels: float = COVERAGE_PIXELS):
         super().__init__()
         _check_coverage(coverage_weight, coverage_pixels)
         self.classifier = classifier.eval().requires_grad_(False)
@@ -213,7 +215,7 @@ def train_world_classifier(batches: Iterable[tuple[torch.Tensor, Sequence[str]]]
 
 
 def save_world_reward(classifier: WorldClassifier, folder: str | os.PathLike, coverage_weight: float = 0.0,
-                      coverage_pixels: float = 4.0) -> Path:
+                      coverage_pixels: float = COVERAGE_PIXELS) -> Path:
     """Write `folder/reward.json` ({"kind": "demo_world", ...}, with the :class:`WorldReward` coverage settings)
     and the weights, atomically (the folder is replaced whole)."""
     _check_coverage(coverage_weight, coverage_pixels)
@@ -229,7 +231,7 @@ def load_world_reward(folder: Path, spec: dict, device) -> WorldReward:
     """The `load_reward` loader of kind "demo_world" (a spec without coverage settings: the classifier alone)."""
     classifier = WorldClassifier(WorldClassifierConfig(**spec.get("config", {})))
     classifier.load_state_dict(load_safetensors(Path(folder) / spec.get("weights", WEIGHTS_NAME)))
-    return WorldReward(classifier, spec.get("coverage_weight", 0.0), spec.get("coverage_pixels", 4.0)).to(device)
+    return WorldReward(classifier, spec.get("coverage_weight", 0.0), spec.get("coverage_pixels", COVERAGE_PIXELS)).to(device)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -278,13 +280,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--coverage-weight", type=float, default=2.0,
                    help="weight of the colour-coverage term in the reward (see color_coverage; default 2, as the "
                         "demo; 0: the classifier alone)")
-    p.add_argument("--coverage-pixels", type=float, default=4.0,
+    p.add_argument("--coverage-pixels", type=float, default=COVERAGE_PIXELS,
                    help="pixels of the asked colour per frame that earn full coverage (default 4)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    if a.coverage_weight < 0 or a.coverage_pixels <= 0:
-        print(f"error: --coverage-weight {a.coverage_weight} must be >= 0 and --coverage-pixels "
-              f"{a.coverage_pixels} > 0", file=sys.stderr)
+    try:
+        _check_coverage(a.coverage_weight, a.coverage_pixels)
+    except ValueError as e:
+        print(f"error: --coverage-weight / --coverage-pixels: {e}", file=sys.stderr)
         return 2
     if not Path(a.data).exists():
         print(f"error: --data {a.data} does not exist", file=sys.stderr)
